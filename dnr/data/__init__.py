@@ -1,0 +1,1 @@
+"""Data: the request-log contract, window reads, validation, collate, synthetic and public data."""
