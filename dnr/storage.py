@@ -1,0 +1,94 @@
+"""The lake: one root URI (local directory or ``s3://bucket/prefix``) holding every table.
+
+The same code serves local paths and S3. Credentials and the endpoint come from the standard
+AWS environment variables (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_REGION``,
+``AWS_ENDPOINT_URL``); they are passed to deltalake, pyarrow and s3fs but never printed:
+``Lake.__repr__`` shows only the root.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+TABLES = ("request_logs", "quarantine", "model_registry", "replay_reports")
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+
+
+def _region() -> str:
+    return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+
+
+@dataclass(frozen=True)
+class Lake:
+    """Root of the lake; ``Lake("./lake")`` or ``Lake("s3://bucket/prefix")``."""
+
+    root: str
+
+    def __post_init__(self):
+        root = self.root.rstrip("/")
+        if not self.is_s3_uri(root):
+            if "://" in root and not root.startswith("file://"):
+                raise ValueError(f"lake URI {self.root!r}: only local paths and s3:// are supported")
+            root = os.path.abspath(root.removeprefix("file://"))
+        object.__setattr__(self, "root", root)
+
+    @staticmethod
+    def is_s3_uri(uri: str) -> bool:
+        return uri.startswith(("s3://", "s3a://"))
+
+    @property
+    def is_s3(self) -> bool:
+        return self.is_s3_uri(self.root)
+
+    def uri(self, *parts: str) -> str:
+        """URI of a path inside the lake, e.g. ``lake.uri("checkpoints", run)``."""
+        return "/".join([self.root, *(p.strip("/") for p in parts)])
+
+    def table_uri(self, name: str) -> str:
+        if name not in TABLES:
+            raise ValueError(f"unknown table {name!r}; the lake holds {TABLES}")
+        return self.uri(name)
+
+    def storage_options(self) -> dict[str, str]:
+        """Options for deltalake (its Rust object store). Empty for local lakes.
+
+        Credentials are read by deltalake from the environment itself; we only add what the
+        environment cannot express: plain-HTTP endpoints (a local S3 server) and the commit
+        protocol. S3 has no atomic rename, so commits use conditional puts (``If-None-Match``),
+        which AWS S3 and moto support; no lock table is needed.
+        """
+        if not self.is_s3:
+            return {}
+        opts = {"AWS_REGION": _region(), "conditional_put": "etag"}
+        endpoint = _endpoint()
+        if endpoint:
+            opts["AWS_ENDPOINT_URL"] = endpoint
+            if endpoint.startswith("http://"):
+                opts["AWS_ALLOW_HTTP"] = "true"
+        return opts
+
+    def filesystem(self) -> pafs.FileSystem:
+        """A pyarrow filesystem for Parquet reads and writes outside Delta (Ray Data, reports)."""
+        if not self.is_s3:
+            return pafs.LocalFileSystem()
+        endpoint = _endpoint()
+        kwargs = {"region": _region()}
+        if endpoint:
+            parsed = urlparse(endpoint)
+            kwargs["endpoint_override"] = parsed.netloc or endpoint
+            kwargs["scheme"] = parsed.scheme or "https"
+        return pafs.S3FileSystem(**kwargs)
+
+    def fs_path(self, uri: str) -> str:
+        """Strip the scheme: pyarrow filesystems take ``bucket/key`` for S3."""
+        return uri.split("://", 1)[1] if self.is_s3_uri(uri) else uri
+
+    def __repr__(self) -> str:
+        return f"Lake({self.root!r})"
