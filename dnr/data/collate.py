@@ -1,0 +1,116 @@
+"""The one place where request-log rows become tensors: Arrow columns -> ``RerankBatch``.
+
+Vectorised: list columns are handled through their flat values and offsets, scattered into
+padded ``[B, L]`` arrays with one fancy-indexing assignment. No Python loop per row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from dnr.config import DataConfig
+from dnr.data.batch import RerankBatch
+from dnr.data.hashing import bucketize
+from dnr.schemas import REQUEST_LOGS
+
+C = REQUEST_LOGS.col
+
+
+def _column(table: pa.Table, name: str) -> pa.Array:
+    col = table.column(name)
+    return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+
+
+def list_layout(arr: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lengths [B], row of each flat value [N], position of each flat value in its list [N]).
+
+    Null lists count as empty. Works on sliced arrays (values are taken through ``flatten``).
+    """
+    lengths = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False)
+    lengths = lengths.astype(np.int64, copy=False)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    starts = np.cumsum(lengths) - lengths
+    positions = np.arange(rows.size, dtype=np.int64) - starts[rows]
+    return lengths, rows, positions
+
+
+def flat_values(arr: pa.Array, fill) -> np.ndarray:
+    """Flat list values as numpy; null elements (and null lists) replaced by ``fill``."""
+    values = arr.flatten()
+    if values.null_count:
+        values = pc.fill_null(values, fill)
+    return values.to_numpy(zero_copy_only=False)
+
+
+def pad_lists(arr: pa.Array, width: int, fill, dtype, keep: str = "head",
+              values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a list column to ``[B, width]``; returns (values, mask).
+
+    ``keep="head"`` keeps the first ``width`` elements, ``"tail"`` the last (used for the
+    history, which is oldest first: the most recent items matter most).
+    """
+    lengths, rows, pos = list_layout(arr)
+    if values is None:
+        values = flat_values(arr, fill)
+    if keep == "tail":
+        # shift so that the last `width` elements land in positions 0..width-1
+        pos = pos - np.maximum(lengths - width, 0)[rows]
+    keep_mask = (pos >= 0) & (pos < width)
+    out = np.full((len(lengths), width), fill, dtype=dtype)
+    mask = np.zeros((len(lengths), width), dtype=bool)
+    out[rows[keep_mask], pos[keep_mask]] = values[keep_mask]
+    mask[rows[keep_mask], pos[keep_mask]] = True
+    return out, mask
+
+
+def collate(table: pa.Table | pa.RecordBatch, cfg: DataConfig) -> RerankBatch:
+    """Validated request-log rows -> ``RerankBatch`` padded to the batch's longest list.
+
+    Expects rows that passed :mod:`dnr.data.validate` (equal list lengths, 1..max_list_len
+    candidates). Item ids of candidates and history are hashed into ``cfg.num_buckets``
+    buckets (0 = padding). Label mask: a candidate counts when it is real and, if the row
+    has ``exposed``, was shown; a null ``exposed`` means every candidate was labelled.
+    """
+    if isinstance(table, pa.RecordBatch):
+        table = pa.Table.from_batches([table])
+    candidates = _column(table, C.candidate_item_ids)
+    lengths, _, _ = list_layout(candidates)
+    width = max(int(lengths.max(initial=0)), 1)
+
+    hashed = bucketize(flat_values(candidates, 0), cfg.num_buckets, cfg.hash_seed)
+    item_ids, mask = pad_lists(candidates, width, 0, np.int64, values=hashed)
+    scores, _ = pad_lists(_column(table, C.retriever_scores), width, 0.0, np.float32)
+    labels, _ = pad_lists(_column(table, C.labels), width, 0, np.float32)
+
+    label_mask = mask.copy()
+    if C.exposed in table.column_names:
+        exposed = _column(table, C.exposed)
+        if exposed.null_count < len(exposed):
+            shown, _ = pad_lists(exposed, width, False, bool)
+            has_exposure = exposed.is_valid().to_numpy(zero_copy_only=False)
+            label_mask &= np.where(has_exposure[:, None], shown, True)
+
+    history = _column(table, C.history_item_ids)
+    hist_hashed = bucketize(flat_values(history, 0), cfg.num_buckets, cfg.hash_seed)
+    history_ids, history_mask = pad_lists(history, cfg.history_len, 0, np.int64, keep="tail",
+                                          values=hist_hashed)
+
+    true_click_prob = None
+    if C.true_click_prob in table.column_names:
+        oracle = _column(table, C.true_click_prob)
+        if oracle.null_count < len(oracle):
+            true_click_prob = torch.from_numpy(pad_lists(oracle, width, np.nan, np.float32)[0])
+
+    return RerankBatch(
+        item_ids=torch.from_numpy(item_ids),
+        scores=torch.from_numpy(scores),
+        labels=torch.from_numpy(labels),
+        mask=torch.from_numpy(mask),
+        label_mask=torch.from_numpy(label_mask),
+        history_ids=torch.from_numpy(history_ids),
+        history_mask=torch.from_numpy(history_mask),
+        true_click_prob=true_click_prob,
+    )
