@@ -1,0 +1,1 @@
+"""Evaluation: ranking metrics kept as sums and counts, shared by training and the replay job."""
