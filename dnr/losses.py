@@ -1,0 +1,146 @@
+"""The DNR objectives. Models return logits; every loss lives here.
+
+Notation: logits [B, L] from the reranker q_theta, labels z [B, L] in {0, 1}, ``mask`` [B, L]
+bool of the candidates whose label counts (``RerankBatch.label_mask``).
+
+* L_direct = BCE(q(z | x), z)   on real scores          -> :func:`masked_bce`
+* L_z      = BCE(q(z | x'), z)  on generated scores     -> :func:`masked_bce`
+* L_adv    = -BCE(q(z | x'), z) minimised over phi      -> :func:`adversarial_loss`
+* L_x      = KL(p_phi(x') || p_x(x))                    -> :data:`LX_ESTIMATORS`
+
+Masked means are over the labelled candidates of the whole batch (not a mean of per-request
+means), so a request without labels contributes nothing and a batch without labels gives 0.
+
+L_x estimator. The default, ``soft_histogram``, bins scores on [0, 1] with a Gaussian kernel
+(bandwidth half a bin, normalised per score: each score spreads unit mass over the nearby bins,
+about 80% in its own, so the histogram is differentiable in the score) and takes
+KL(generated || real). The real histogram is a running EMA (:class:`ScoreDistribution`, a module
+whose buffers are saved in the state dict): one batch has too few labelled scores for a stable
+32-bin estimate, and the real distribution drifts slowly across days. Both sides are binned with
+the same kernel, so the comparison is like for like.
+
+``gaussian_moments`` is the cheap alternative: KL between the Gaussians with the generated and
+the running real mean and variance. It matches only two moments, so it cannot see that a
+U-shaped real distribution differs from a bell-shaped one of the same variance.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_PROB_FLOOR = 1e-4
+"""Added to every bin before KL: an empty real bin costs a large but finite penalty."""
+_VAR_FLOOR = 1e-4
+"""Variance floor of the Gaussian-moment KL (a batch of identical scores has variance 0)."""
+
+
+def masked_bce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean BCE-with-logits over ``mask`` (logits, labels, mask [B, L]) -> scalar; 0 if mask is empty.
+
+    ``torch.where`` (not a product with the mask) keeps non-finite values at masked positions
+    out of the sum.
+    """
+    per_item = F.binary_cross_entropy_with_logits(logits.float(), labels.float(), reduction="none")
+    total = torch.where(mask, per_item, torch.zeros_like(per_item)).sum()
+    return total / mask.sum().clamp_min(1)
+
+
+def adversarial_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_adv = -BCE: minimised over phi, it seeks scores the reranker cannot denoise."""
+    return -masked_bce(logits, labels, mask)
+
+
+def soft_histogram(scores: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
+    """Soft counts [bins] of scores [B, L] in [0, 1] at ``mask``; differentiable in the scores.
+
+    Bin k is centred at (k + 0.5) / bins; each score's unit mass is shared by a softmax over
+    -(score - centre)^2 / (2 h^2) with h half a bin width: wide enough for a useful gradient
+    between centres, narrow enough to keep the histogram's resolution near one bin.
+    """
+    centres = (torch.arange(bins, device=scores.device, dtype=torch.float32) + 0.5) / bins
+    bandwidth = 0.5 / bins
+    x = scores.float().unsqueeze(-1)  # [B, L, 1]
+    weights = (-(x - centres).square() / (2 * bandwidth**2)).softmax(dim=-1)  # [B, L, bins]
+    # Masking by multiplication, not boolean indexing: indexing would force a host sync.
+    return (weights * mask.unsqueeze(-1)).sum(dim=(0, 1))
+
+
+def _normalise(counts: torch.Tensor) -> torch.Tensor:
+    """Counts [bins] -> probabilities with a floor (applied after normalising, so that the
+    smoothing does not depend on how many scores were counted)."""
+    smoothed = counts / counts.sum().clamp_min(1e-12) + _PROB_FLOOR
+    return smoothed / smoothed.sum()
+
+
+class ScoreDistribution(nn.Module):
+    """Running estimate of the real retriever-score distribution p_x (EMA over training steps).
+
+    Buffers (saved with the model): ``probs`` [bins] soft-histogram probabilities, ``mean`` and
+    ``sq_mean`` (first and second moments) and ``num_updates``. Update it with
+    :meth:`batch_stats` -> (optionally all-reduce the sums across workers) -> :meth:`update`.
+    """
+
+    def __init__(self, bins: int, decay: float):
+        super().__init__()
+        self.bins, self.decay = bins, decay
+        self.register_buffer("probs", torch.full((bins,), 1.0 / bins))
+        self.register_buffer("mean", torch.tensor(0.5))
+        self.register_buffer("sq_mean", torch.tensor(1.0 / 3.0))
+        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
+
+    def batch_stats(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Sums [bins + 3] of a batch: soft counts, then count, sum and sum of squares."""
+        x = torch.where(mask, scores.float(), 0.0)
+        moments = torch.stack([mask.sum().float(), x.sum(), x.square().sum()])
+        return torch.cat([soft_histogram(scores, mask, self.bins), moments])
+
+    @torch.no_grad()
+    def update(self, stats: torch.Tensor) -> None:
+        """Fold sums from :meth:`batch_stats` (possibly summed over workers) into the EMA.
+
+        Tensor ops only (no host sync): a batch without labelled scores changes nothing, and the
+        first informative batch replaces the uniform prior instead of being averaged with it.
+        """
+        counts, n, total, sq_total = stats[: self.bins], stats[-3], stats[-2], stats[-1]
+        seen = n > 0
+        keep = torch.where(seen, torch.where(self.num_updates > 0, self.decay, 0.0), 1.0)
+        n_safe = n.clamp_min(1.0)
+        self.probs.mul_(keep).add_((1 - keep) * counts / counts.sum().clamp_min(1e-12))
+        self.mean.mul_(keep).add_((1 - keep) * total / n_safe)
+        self.sq_mean.mul_(keep).add_((1 - keep) * sq_total / n_safe)
+        self.num_updates.add_(seen.long())
+
+    @property
+    def var(self) -> torch.Tensor:
+        return (self.sq_mean - self.mean.square()).clamp_min(_VAR_FLOOR)
+
+
+def soft_histogram_kl(scores: torch.Tensor, mask: torch.Tensor, real: ScoreDistribution) -> torch.Tensor:
+    """KL(p_generated || p_real) [scalar] between soft histograms; 0 if ``mask`` is empty."""
+    counts = soft_histogram(scores, mask, real.bins)
+    p_gen, p_real = _normalise(counts), _normalise(real.probs)
+    kl = (p_gen * (p_gen.log() - p_real.log())).sum()
+    return torch.where(mask.any(), kl, torch.zeros_like(kl))
+
+
+def gaussian_moment_kl(scores: torch.Tensor, mask: torch.Tensor, real: ScoreDistribution) -> torch.Tensor:
+    """KL(N(mu_g, var_g) || N(mu_r, var_r)) [scalar] with the running real moments; 0 if mask is empty."""
+    n = mask.sum().clamp_min(1)
+    mu_g = torch.where(mask, scores.float(), 0.0).sum() / n
+    var_g = (torch.where(mask, scores.float() - mu_g, 0.0).square().sum() / n).clamp_min(_VAR_FLOOR)
+    var_r = real.var
+    kl = 0.5 * (torch.log(var_r / var_g) + (var_g + (mu_g - real.mean).square()) / var_r - 1.0)
+    return torch.where(mask.any(), kl, torch.zeros_like(kl))
+
+
+LxEstimator = Callable[[torch.Tensor, torch.Tensor, ScoreDistribution], torch.Tensor]
+
+LX_ESTIMATORS: dict[str, LxEstimator] = {
+    "soft_histogram": soft_histogram_kl,
+    "gaussian_moments": gaussian_moment_kl,
+}
+"""L_x estimators by ``dnr.lx_estimator``: (generated scores [B, L], mask [B, L], real) -> scalar."""

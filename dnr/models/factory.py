@@ -1,0 +1,20 @@
+"""Build a reranker from the config: the family is a registry entry, not a subclass."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from dnr.config import DataConfig, ModelConfig
+from dnr.models.prm import PRMReranker
+
+RERANKERS: dict[str, Callable[[ModelConfig, DataConfig], nn.Module]] = {
+    "prm": PRMReranker,
+}
+"""Reranker families by ``model.family``; each maps a RerankBatch to logits [B, L]."""
+
+
+def build_reranker(model_cfg: ModelConfig, data_cfg: DataConfig) -> nn.Module:
+    """A freshly initialised reranker of ``model_cfg.family`` with ``model_cfg.score_mode``."""
+    return RERANKERS[model_cfg.family](model_cfg, data_cfg)

@@ -1,0 +1,103 @@
+"""Noise generators: synthesise retriever scores x' [B, L] in [0, 1] from the labels z [B, L].
+
+All generators share one call signature, ``generator(labels, context) -> scores``, so the
+training step swaps them without knowing which one it holds:
+
+* ``gaussian`` (DNR-G) and ``beta`` (DNR-B): parameter-free heuristics,
+  x' = (1 - lambda_c) * z + lambda_c * eps, used for the first ``lambda_e`` steps.
+* ``mlp``: the model-based generator f_phi, trained adversarially after the switch.
+
+Generators exist only in training; only the reranker is served.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from dnr.config import DNRConfig
+from dnr.data.batch import RerankBatch
+from dnr.models.prm import RerankerContext
+
+
+def _mix(labels: torch.Tensor, eps: torch.Tensor, lambda_c: float) -> torch.Tensor:
+    return ((1.0 - lambda_c) * labels + lambda_c * eps).clamp(0.0, 1.0)
+
+
+class GaussianNoise(nn.Module):
+    """DNR-G: eps ~ N(mu, sigma) clipped to [0, 1]. No parameters; ignores the context."""
+
+    def __init__(self, lambda_c: float, mu: float, sigma: float):
+        super().__init__()
+        self.lambda_c, self.mu, self.sigma = lambda_c, mu, sigma
+
+    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
+        """labels [B, L] -> x' [B, L] in [0, 1]."""
+        eps = (self.mu + self.sigma * torch.randn_like(labels)).clamp(0.0, 1.0)
+        return _mix(labels, eps, self.lambda_c)
+
+
+class BetaNoise(nn.Module):
+    """DNR-B: eps ~ Beta(alpha, beta); the default 0.5/0.5 puts most noise near 0 and 1."""
+
+    def __init__(self, lambda_c: float, alpha: float, beta: float):
+        super().__init__()
+        self.lambda_c, self.alpha, self.beta = lambda_c, alpha, beta
+
+    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
+        """labels [B, L] -> x' [B, L] in [0, 1]."""
+        concentration = labels.new_tensor([self.alpha, self.beta])
+        eps = torch.distributions.Beta(concentration[0], concentration[1]).sample(labels.shape)
+        return _mix(labels, eps, self.lambda_c)
+
+
+class MLPNoiseGenerator(nn.Module):
+    """f_phi(z, item, user, eps) -> x' in (0, 1): a 2-layer MLP applied per candidate.
+
+    The context is detached here (not only by the caller): phi must never push gradients into
+    the reranker's embeddings. Randomness enters as a standard-normal input (reparameterisation),
+    so the output is differentiable in phi.
+    """
+
+    def __init__(self, d_model: int, hidden: int, noise_dim: int):
+        super().__init__()
+        self.noise_dim = noise_dim
+        inputs = 1 + 2 * d_model + noise_dim  # label, item embedding, user vector, noise
+        self.net = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
+        """labels [B, L], context (items [B, L, d], user [B, d]) -> x' [B, L] in (0, 1)."""
+        if context is None:
+            raise ValueError("the mlp generator is conditioned on the reranker context; got None")
+        items = context.items.detach()
+        user = context.user.detach().unsqueeze(1).expand_as(items)
+        noise = torch.randn(*labels.shape, self.noise_dim, device=labels.device, dtype=items.dtype)
+        inputs = torch.cat([labels.unsqueeze(-1).to(items.dtype), items, user, noise], dim=-1)
+        return torch.sigmoid(self.net(inputs).squeeze(-1))
+
+
+GENERATORS: dict[str, Callable[[DNRConfig, int], nn.Module]] = {
+    "gaussian": lambda cfg, d_model: GaussianNoise(cfg.lambda_c, cfg.gaussian_mu, cfg.gaussian_sigma),
+    "beta": lambda cfg, d_model: BetaNoise(cfg.lambda_c, cfg.beta_alpha, cfg.beta_beta),
+    "mlp": lambda cfg, d_model: MLPNoiseGenerator(d_model, cfg.generator_hidden, cfg.noise_dim),
+}
+"""Generator factories by name: (dnr config, reranker d_model) -> module."""
+
+
+def build_generator(name: str, dnr_cfg: DNRConfig, d_model: int) -> nn.Module:
+    """The generator ``name`` (a key of ``GENERATORS``): ``dnr_cfg.heuristic`` or ``dnr_cfg.generator``."""
+    return GENERATORS[name](dnr_cfg, d_model)
+
+
+def synthesize_scores(
+    generator: nn.Module, batch: RerankBatch, context: Optional[RerankerContext] = None
+) -> torch.Tensor:
+    """Synthetic scores [B, L]: generated where a label exists, the real score elsewhere.
+
+    Unlabelled candidates keep their real score because the generator is conditioned on a
+    label they do not have; padding keeps 0. The synthetic list stays a plausible list.
+    """
+    generated = generator(batch.labels, context)
+    return torch.where(batch.label_mask, generated, batch.scores)

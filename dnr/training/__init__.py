@@ -1,0 +1,1 @@
+"""Training: the pure-PyTorch step (``dnr.training.step``), the worker loop and checkpoint state."""

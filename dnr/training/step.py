@@ -1,0 +1,226 @@
+"""One training step, pure PyTorch: the DNR adversarial step, or plain BCE for baseline score modes.
+
+:func:`train_step` is the only entry point the training loop calls. The models in
+:class:`TrainParts` may be wrapped in DistributedDataParallel: the step only calls their
+``forward`` and ``parameters()``, reaches inside a wrapper only through :func:`unwrap`, and each
+half-step does exactly one backward through the model it updates, so DDP all-reduces the
+gradients of that model and no other.
+
+The DNR step (``model.score_mode == 'denoise'``), at global step t:
+
+1. reranker half-step, generator frozen: one forward over the batch stacked twice along B (real
+   scores, then synthetic scores), L_theta = L_direct + lambda_m * L_z.
+2. only once t >= lambda_e (and not in the heuristic-only ablation), generator half-step,
+   reranker frozen: L_phi = L_adv + lambda_x * L_x. Before that the heuristic generator
+   (gaussian or beta) makes the synthetic scores and only the reranker learns.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from dnr.config import DataConfig, DNRConfig, ModelConfig, OptimConfig
+from dnr.data.batch import RerankBatch
+from dnr.losses import LX_ESTIMATORS, ScoreDistribution, adversarial_loss, masked_bce
+from dnr.models import RerankerContext, build_generator, build_reranker, synthesize_scores
+
+ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
+"""Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
+
+
+@dataclass
+class TrainParts:
+    """Everything a step updates. Move to the device and wrap ``reranker`` / ``generator`` in DDP
+    after building (``real_scores`` moves too, unwrapped): ``Module.to`` and DDP keep the same
+    Parameter objects, so the optimizers need not be rebuilt."""
+
+    reranker: nn.Module
+    """q_theta; maps a RerankBatch to logits [B, L]."""
+    reranker_opt: torch.optim.Optimizer
+    """Optimizer over theta."""
+    heuristic: Optional[nn.Module] = None
+    """Stage-1 noise (gaussian or beta), parameter-free; None for baseline score modes."""
+    generator: Optional[nn.Module] = None
+    """Model-based generator f_phi; None for baselines and the heuristic-only ablation."""
+    generator_opt: Optional[torch.optim.Optimizer] = None
+    """Optimizer over phi."""
+    real_scores: Optional[ScoreDistribution] = None
+    """Running real-score distribution p_x for L_x; saved with the checkpoint."""
+
+
+def build_train_parts(
+    model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig
+) -> TrainParts:
+    """Fresh models and AdamW optimizers for ``model_cfg.score_mode`` (generators only for DNR)."""
+    reranker = build_reranker(model_cfg, data_cfg)
+    reranker_opt = _adamw(reranker, optim_cfg.lr, optim_cfg.weight_decay)
+    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
+        return TrainParts(reranker, reranker_opt)
+    parts = TrainParts(
+        reranker=reranker,
+        reranker_opt=reranker_opt,
+        heuristic=build_generator(dnr_cfg.heuristic, dnr_cfg, model_cfg.d_model),
+        real_scores=ScoreDistribution(dnr_cfg.hist_bins, dnr_cfg.hist_decay),
+    )
+    if dnr_cfg.use_generator:
+        parts.generator = build_generator(dnr_cfg.generator, dnr_cfg, model_cfg.d_model)
+        parts.generator_opt = _adamw(parts.generator, optim_cfg.generator_lr, optim_cfg.weight_decay)
+    return parts
+
+
+def generator_phase(dnr_cfg: DNRConfig, global_step: int) -> bool:
+    """True once the model-based generator is on (the switch is a function of the lifetime step)."""
+    return dnr_cfg.use_generator and global_step >= dnr_cfg.lambda_e
+
+
+def train_step(
+    batch: RerankBatch,
+    parts: TrainParts,
+    global_step: int,
+    model_cfg: ModelConfig,
+    dnr_cfg: DNRConfig,
+    optim_cfg: OptimConfig,
+) -> dict[str, float]:
+    """One optimisation step on ``batch`` (already on the models' device); returns the loss terms.
+
+    Keys: ``train/loss_direct`` and ``train/loss_theta`` always; ``train/loss_z`` for DNR;
+    ``train/loss_adv``, ``train/loss_x``, ``train/loss_phi`` after the switch. Values are this
+    worker's masked means (all-reducing them is the caller's business).
+    """
+    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
+        terms = supervised_update(batch, parts, optim_cfg)
+    else:
+        terms = _dnr_step(batch, parts, global_step, dnr_cfg, optim_cfg)
+    # One device-to-host copy for all terms instead of one per .item().
+    return dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+
+
+def _dnr_step(
+    batch: RerankBatch, parts: TrainParts, global_step: int, dnr_cfg: DNRConfig, optim_cfg: OptimConfig
+) -> dict[str, torch.Tensor]:
+    _observe_real_scores(parts.real_scores, batch)
+    if not generator_phase(dnr_cfg, global_step):
+        return reranker_update(batch, parts, parts.heuristic, None, dnr_cfg, optim_cfg)
+    if parts.generator is None:
+        raise ValueError("dnr.use_generator is true but TrainParts.generator is None")
+    context = reranker_context(parts.reranker, batch)
+    terms = reranker_update(batch, parts, parts.generator, context, dnr_cfg, optim_cfg)
+    return terms | generator_update(batch, parts, context, dnr_cfg, optim_cfg)
+
+
+def supervised_update(
+    batch: RerankBatch, parts: TrainParts, optim_cfg: OptimConfig
+) -> dict[str, torch.Tensor]:
+    """Baseline step: L_theta = L_direct = BCE on the real scores."""
+    loss = masked_bce(parts.reranker(batch), batch.labels, batch.label_mask)
+    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    return {"train/loss_direct": loss, "train/loss_theta": loss}
+
+
+def reranker_update(
+    batch: RerankBatch,
+    parts: TrainParts,
+    noise: nn.Module,
+    context: Optional[RerankerContext],
+    dnr_cfg: DNRConfig,
+    optim_cfg: OptimConfig,
+) -> dict[str, torch.Tensor]:
+    """Reranker half-step with the noise source frozen: L_theta = L_direct + lambda_m * L_z."""
+    with torch.no_grad():
+        synthetic = synthesize_scores(noise, batch, context)
+    logits = parts.reranker(_stack_real_and_synthetic(batch, synthetic))  # [2B, L]
+    real_logits, synthetic_logits = logits.chunk(2, dim=0)
+    loss_direct = masked_bce(real_logits, batch.labels, batch.label_mask)
+    loss_z = masked_bce(synthetic_logits, batch.labels, batch.label_mask)
+    loss = loss_direct + dnr_cfg.lambda_m * loss_z
+    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    return {"train/loss_direct": loss_direct, "train/loss_z": loss_z, "train/loss_theta": loss}
+
+
+def generator_update(
+    batch: RerankBatch,
+    parts: TrainParts,
+    context: RerankerContext,
+    dnr_cfg: DNRConfig,
+    optim_cfg: OptimConfig,
+) -> dict[str, torch.Tensor]:
+    """Generator half-step with the reranker frozen: L_phi = L_adv + lambda_x * L_x.
+
+    The reranker's parameters have ``requires_grad`` off for the duration, so the backward
+    reaches x' (and phi) through the reranker without writing any gradient into theta.
+    ``context`` is the one computed before the reranker half-step: it is detached either way,
+    and recomputing it would cost a second embedding pass for a one-update difference.
+    Ablated terms get weight 0 but are still reported.
+    """
+    with frozen(parts.reranker):
+        synthetic = synthesize_scores(parts.generator, batch, context)
+        logits = parts.reranker(replace(batch, scores=synthetic))
+        loss_adv = adversarial_loss(logits, batch.labels, batch.label_mask)
+        loss_x = LX_ESTIMATORS[dnr_cfg.lx_estimator](synthetic, batch.label_mask, parts.real_scores)
+        loss = float(dnr_cfg.use_adv) * loss_adv + float(dnr_cfg.use_lx) * dnr_cfg.lambda_x * loss_x
+        _apply(loss, parts.generator, parts.generator_opt, optim_cfg.grad_clip)
+    return {"train/loss_adv": loss_adv, "train/loss_x": loss_x, "train/loss_phi": loss}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module inside a DDP / DataParallel wrapper, else the model itself."""
+    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
+
+
+def reranker_context(reranker: nn.Module, batch: RerankBatch) -> RerankerContext:
+    """Detached item embeddings and user vector of the (possibly wrapped) reranker."""
+    with torch.no_grad():
+        return unwrap(reranker).context(batch)
+
+
+@contextmanager
+def frozen(module: nn.Module) -> Iterator[None]:
+    """Turn ``requires_grad`` off for the module's trainable parameters, restoring it on exit."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def _apply(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+
+
+def _observe_real_scores(real: ScoreDistribution, batch: RerankBatch) -> None:
+    # Every worker folds in the same global sums, so p_x stays identical across DDP ranks.
+    stats = real.batch_stats(batch.scores, batch.label_mask)
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(stats)
+    real.update(stats)
+
+
+def _stack_real_and_synthetic(batch: RerankBatch, synthetic: torch.Tensor) -> RerankBatch:
+    """[2B, ...]: the batch with its real scores, then the same requests with synthetic scores."""
+
+    def twice(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t], dim=0)
+
+    return RerankBatch(
+        item_ids=twice(batch.item_ids), scores=torch.cat([batch.scores, synthetic], dim=0),
+        labels=twice(batch.labels), mask=twice(batch.mask), label_mask=twice(batch.label_mask),
+        history_ids=twice(batch.history_ids), history_mask=twice(batch.history_mask),
+    )
+
+
+def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

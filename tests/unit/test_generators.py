@@ -1,0 +1,108 @@
+"""Noise generators: ranges, the heuristic formula, the MLP's gradient paths, synthesize_scores."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from dnr.config import HEURISTIC_GENERATORS, MODEL_GENERATORS, DNRConfig
+from dnr.models import GENERATORS, RerankerContext, build_generator, synthesize_scores
+from tests.unit.rerank_helpers import make_batch, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+D_MODEL = 16
+
+
+def _context(batch, requires_grad: bool = False) -> RerankerContext:
+    items = torch.randn(*batch.item_ids.shape, D_MODEL, requires_grad=requires_grad)
+    user = torch.randn(batch.num_requests, D_MODEL, requires_grad=requires_grad)
+    return RerankerContext(items, user)
+
+
+def test_registry_matches_config_choices():
+    assert set(GENERATORS) == set(HEURISTIC_GENERATORS) | set(MODEL_GENERATORS)
+
+
+@pytest.mark.parametrize("name", HEURISTIC_GENERATORS)
+def test_heuristics_are_parameter_free_and_in_range(name):
+    torch.manual_seed(0)
+    generator = build_generator(name, DNRConfig(), D_MODEL)
+    labels = (torch.rand(64, 50) < 0.3).float()
+    scores = generator(labels)
+    assert list(generator.parameters()) == []
+    assert scores.shape == labels.shape
+    assert (scores >= 0).all() and (scores <= 1).all()
+
+
+@pytest.mark.parametrize("name", HEURISTIC_GENERATORS)
+def test_heuristic_formula_at_its_extremes(name):
+    labels = (torch.rand(8, 10) < 0.5).float()
+    keep_labels = build_generator(name, DNRConfig(lambda_c=0.0), D_MODEL)
+    torch.testing.assert_close(keep_labels(labels), labels)
+    # With lambda_c = 0.8 a clicked candidate's score is at least 1 - 0.8.
+    scores = build_generator(name, DNRConfig(lambda_c=0.8), D_MODEL)(labels)
+    assert (scores[labels == 1] >= 0.2 - 1e-6).all()
+    assert (scores[labels == 0] <= 0.8 + 1e-6).all()
+
+
+def test_noise_distributions_have_the_configured_mean():
+    torch.manual_seed(0)
+    labels = torch.zeros(200, 50)
+    beta = build_generator("beta", DNRConfig(lambda_c=1.0, beta_alpha=2.0, beta_beta=6.0), D_MODEL)(labels)
+    assert abs(beta.mean().item() - 2.0 / 8.0) < 0.01
+    gaussian_cfg = DNRConfig(lambda_c=1.0, gaussian_mu=0.3, gaussian_sigma=0.05)
+    gauss = build_generator("gaussian", gaussian_cfg, D_MODEL)(labels)
+    assert abs(gauss.mean().item() - 0.3) < 0.01 and abs(gauss.std().item() - 0.05) < 0.01
+
+
+def test_mlp_output_in_open_interval_and_gradients_reach_phi_only():
+    torch.manual_seed(0)
+    batch = make_batch()
+    generator = build_generator("mlp", DNRConfig(generator_hidden=8, noise_dim=4), D_MODEL)
+    context = _context(batch, requires_grad=True)
+    scores = generator(batch.labels, context)
+    assert scores.shape == batch.labels.shape
+    assert (scores > 0).all() and (scores < 1).all()
+    scores.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+    assert context.items.grad is None and context.user.grad is None
+
+
+def test_mlp_is_random_and_conditioned_on_labels():
+    torch.manual_seed(0)
+    batch = make_batch()
+    generator = build_generator("mlp", DNRConfig(generator_hidden=8, noise_dim=4), D_MODEL)
+    context = _context(batch)
+    with torch.no_grad():
+        first, second = generator(batch.labels, context), generator(batch.labels, context)
+        flipped = generator(1.0 - batch.labels, context)
+    assert not torch.equal(first, second)
+    assert not torch.allclose(first.mean(), flipped.mean(), atol=1e-4)
+
+
+def test_mlp_needs_the_context():
+    generator = build_generator("mlp", DNRConfig(), D_MODEL)
+    with pytest.raises(ValueError, match="context"):
+        generator(torch.zeros(2, 3))
+
+
+def test_synthesized_scores_keep_real_scores_where_unlabelled():
+    torch.manual_seed(0)
+    batch = make_batch()
+    batch = dataclasses.replace(batch, scores=batch.scores.masked_fill(batch.label_mask, 0.123))
+    synthetic = synthesize_scores(build_generator("beta", DNRConfig(), D_MODEL), batch)
+    torch.testing.assert_close(synthetic[~batch.label_mask], batch.scores[~batch.label_mask])
+    assert (synthetic[~batch.mask] == 0).all()
+    assert (synthetic[batch.label_mask] != 0.123).all()
+
+
+def test_dnr_config_names_the_bad_field():
+    with pytest.raises(ValueError, match="dnr.heuristic='uniform'"):
+        DNRConfig(heuristic="uniform")
+    with pytest.raises(ValueError, match="dnr.lambda_c=1.5"):
+        DNRConfig(lambda_c=1.5)
+    with pytest.raises(ValueError, match="dnr.use_generator"):
+        DNRConfig(use_adv=False, use_lx=False)

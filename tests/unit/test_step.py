@@ -1,0 +1,145 @@
+"""The training step: phases, gradient isolation of both half-steps, ablations, a tiny run, DDP."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from dnr.config import SCORE_MODES, DNRConfig, OptimConfig
+from dnr.training.step import (
+    ADVERSARIAL_SCORE_MODES,
+    build_train_parts,
+    generator_update,
+    reranker_context,
+    reranker_update,
+    train_step,
+)
+from tests.unit.rerank_helpers import TINY_DATA, make_batch, one_thread, tiny_model  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DNR = DNRConfig(lambda_e=5, generator_hidden=8, noise_dim=4, hist_bins=8)
+OPTIM = OptimConfig(lr=3e-3, generator_lr=3e-3)
+ALL_KEYS = {"train/loss_direct", "train/loss_z", "train/loss_theta",
+            "train/loss_adv", "train/loss_x", "train/loss_phi"}
+
+
+def _parts(score_mode: str = "denoise", dnr: DNRConfig = DNR, seed: int = 0):
+    torch.manual_seed(seed)
+    return build_train_parts(tiny_model(score_mode), TINY_DATA, dnr, OPTIM)
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return copy.deepcopy(module.state_dict())
+
+
+def _changed(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
+    return any(not torch.equal(v, before[k]) for k, v in module.state_dict().items())
+
+
+@pytest.mark.parametrize("score_mode", sorted(set(SCORE_MODES) - ADVERSARIAL_SCORE_MODES))
+def test_baselines_take_the_plain_supervised_step(score_mode):
+    parts = _parts(score_mode)
+    assert parts.generator is None and parts.heuristic is None
+    before = _snapshot(parts.reranker)
+    terms = train_step(make_batch(), parts, 10_000, tiny_model(score_mode), DNR, OPTIM)
+    assert set(terms) == {"train/loss_direct", "train/loss_theta"}
+    assert terms["train/loss_direct"] == terms["train/loss_theta"] > 0
+    assert _changed(parts.reranker, before)
+
+
+def test_heuristic_phase_trains_only_the_reranker():
+    parts = _parts()
+    theta, phi = _snapshot(parts.reranker), _snapshot(parts.generator)
+    terms = train_step(make_batch(), parts, DNR.lambda_e - 1, tiny_model(), DNR, OPTIM)
+    assert set(terms) == {"train/loss_direct", "train/loss_z", "train/loss_theta"}
+    expected = terms["train/loss_direct"] + DNR.lambda_m * terms["train/loss_z"]
+    assert terms["train/loss_theta"] == pytest.approx(expected)
+    assert _changed(parts.reranker, theta)
+    assert not _changed(parts.generator, phi)
+    assert all(p.grad is None for p in parts.generator.parameters())
+    assert int(parts.real_scores.num_updates) == 1
+
+
+def test_generator_phase_starts_at_lambda_e_and_reports_every_term():
+    parts = _parts()
+    phi = _snapshot(parts.generator)
+    terms = train_step(make_batch(), parts, DNR.lambda_e, tiny_model(), DNR, OPTIM)
+    assert set(terms) == ALL_KEYS
+    assert terms["train/loss_adv"] < 0 < terms["train/loss_x"]
+    expected = terms["train/loss_adv"] + DNR.lambda_x * terms["train/loss_x"]
+    assert terms["train/loss_phi"] == pytest.approx(expected)
+    assert _changed(parts.generator, phi)
+
+
+def test_reranker_half_step_changes_only_theta():
+    parts, batch = _parts(), make_batch()
+    theta, phi = _snapshot(parts.reranker), _snapshot(parts.generator)
+    context = reranker_context(parts.reranker, batch)
+    reranker_update(batch, parts, parts.generator, context, DNR, OPTIM)
+    assert _changed(parts.reranker, theta)
+    assert not _changed(parts.generator, phi)
+    assert all(p.grad is None for p in parts.generator.parameters())
+
+
+def test_generator_half_step_changes_only_phi_and_writes_no_gradient_into_theta():
+    parts, batch = _parts(), make_batch()
+    theta, phi = _snapshot(parts.reranker), _snapshot(parts.generator)
+    context = reranker_context(parts.reranker, batch)
+    generator_update(batch, parts, context, DNR, OPTIM)
+    assert _changed(parts.generator, phi)
+    assert not _changed(parts.reranker, theta)
+    assert all(p.grad is None for p in parts.reranker.parameters())
+    assert all(p.requires_grad for p in parts.reranker.parameters())  # unfrozen afterwards
+
+
+def test_heuristic_only_ablation_never_switches():
+    dnr = DNRConfig(lambda_e=0, use_generator=False)
+    parts = _parts(dnr=dnr)
+    assert parts.generator is None and parts.heuristic is not None
+    terms = train_step(make_batch(), parts, 10_000, tiny_model(), dnr, OPTIM)
+    assert "train/loss_phi" not in terms
+
+
+@pytest.mark.parametrize("use_adv, use_lx", [(False, True), (True, False)])
+def test_objective_ablations_weight_out_their_term(use_adv, use_lx):
+    dnr = DNRConfig(lambda_e=0, use_adv=use_adv, use_lx=use_lx, generator_hidden=8, noise_dim=4, hist_bins=8)
+    terms = train_step(make_batch(), _parts(dnr=dnr), 0, tiny_model(), dnr, OPTIM)
+    expected = use_adv * terms["train/loss_adv"] + use_lx * dnr.lambda_x * terms["train/loss_x"]
+    assert terms["train/loss_phi"] == pytest.approx(expected)
+
+
+def test_tiny_dnr_run_lowers_its_losses():
+    dnr = DNRConfig(lambda_e=40, generator_hidden=8, noise_dim=4, hist_bins=8)
+    parts, batch = _parts(dnr=dnr), make_batch(num_requests=32)
+    history = [train_step(batch, parts, step, tiny_model(), dnr, OPTIM) for step in range(70)]
+
+    def mean(key: str, steps: range) -> float:
+        return sum(history[s][key] for s in steps) / len(steps)
+
+    start, switch, end = range(0, 5), range(40, 45), range(65, 70)
+    assert mean("train/loss_direct", end) < 0.5 * mean("train/loss_direct", start)
+    assert mean("train/loss_z", end) < mean("train/loss_z", start)
+    assert mean("train/loss_x", end) < mean("train/loss_x", switch)  # f_phi learns the real distribution
+    assert all(torch.isfinite(torch.tensor(list(h.values()))).all() for h in history)
+
+
+def test_step_runs_unchanged_on_ddp_wrapped_models(tmp_path):
+    """World size 1 still builds DDP reducers: a stray gradient or a missed reduction would raise."""
+    assert not dist.is_initialized()
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        parts = _parts()
+        parts.reranker = DistributedDataParallel(parts.reranker)
+        parts.generator = DistributedDataParallel(parts.generator)
+        batch = make_batch()
+        for step in range(DNR.lambda_e - 1, DNR.lambda_e + 2):
+            terms = train_step(batch, parts, step, tiny_model(), DNR, OPTIM)
+        assert set(terms) == ALL_KEYS
+        assert all(p.grad is not None for p in parts.generator.parameters())
+    finally:
+        dist.destroy_process_group()
