@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dnr.data.collate import flat_values, list_layout
+from dnr.data.arrays import flat_values, list_layout
 from dnr.schemas import QUARANTINE, REQUEST_LOGS
 
 C = REQUEST_LOGS.col
@@ -29,7 +29,7 @@ Q = QUARANTINE.col
 #: Every reason a row can be quarantined for (the ``reason`` column holds these, ';'-joined).
 REASONS = {
     "null_required_field": "a not-null column is null (the column is named after ':')",
-    "length_mismatch": "a per-candidate list differs in length from candidate_item_ids",
+    "length_mismatch": "a per-candidate list (named after ':') differs in length from candidate_item_ids",
     "empty_candidates": "candidate_item_ids has no element",
     "list_too_long": "more candidates than data.max_list_len",
     "bad_score": "a retriever score is null, NaN, infinite or outside [0, 1]",
@@ -85,8 +85,16 @@ def _any_per_row(bad_flat: np.ndarray, arr: pa.Array, n: int) -> np.ndarray:
     return np.bincount(rows[bad_flat], minlength=n) > 0
 
 
+def hash_request_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """uint64 hash per request_id (nulls hash like the empty string); vectorised."""
+    import pandas as pd
+
+    values = pc.fill_null(ids, "").to_numpy(zero_copy_only=False).astype(object)
+    return pd.util.hash_array(values, categorize=False)
+
+
 def row_reasons(table: pa.Table, max_list_len: int,
-                duplicate_ids: pa.Array | None = None) -> tuple[np.ndarray, np.ndarray]:
+                duplicate_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(bad [B] bool, reason per row: object array of str, ``None`` for valid rows). Vectorised."""
     n = table.num_rows
     checks: list[tuple[str, np.ndarray]] = []
@@ -106,7 +114,7 @@ def row_reasons(table: pa.Table, max_list_len: int,
         # a null list is either a required-field problem (reported above) or allowed (nullable)
         present = lengths.is_valid().to_numpy(zero_copy_only=False)
         mismatch = present & (pc.fill_null(lengths, 0).to_numpy(zero_copy_only=False) != n_cand)
-        checks.append(("length_mismatch", mismatch))
+        checks.append((f"length_mismatch:{name}", mismatch))
     checks.append(("empty_candidates", candidates.is_valid().to_numpy(zero_copy_only=False) & (n_cand == 0)))
     checks.append(("list_too_long", n_cand > max_list_len))
 
@@ -123,8 +131,8 @@ def row_reasons(table: pa.Table, max_list_len: int,
     checks.append(("ds_mismatch", ds_bad.to_numpy(zero_copy_only=False)))
 
     if duplicate_ids is not None and len(duplicate_ids):
-        dup = pc.fill_null(pc.is_in(_col(table, C.request_id), value_set=duplicate_ids), False)
-        checks.append(("duplicate_request_id", dup.to_numpy(zero_copy_only=False)))
+        dup = np.isin(hash_request_ids(_col(table, C.request_id)), duplicate_ids)
+        checks.append(("duplicate_request_id", dup))
 
     any_bad = np.zeros(n, dtype=bool)
     reasons = np.full(n, None, dtype=object)
@@ -174,7 +182,7 @@ def _json_safe_row(row: dict) -> dict:
     return {k: _json_safe(v) for k, v in row.items()}
 
 
-def split(table: pa.Table, max_list_len: int, duplicate_ids: pa.Array | None = None
+def split(table: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None = None
           ) -> tuple[pa.Table, pa.Table, np.ndarray]:
     """(kept rows, bad rows, reasons of the bad rows)."""
     bad_mask, reasons = row_reasons(table, max_list_len, duplicate_ids)

@@ -10,13 +10,13 @@ Only the files of the window's ``ds`` partitions are read (``DeltaTable.file_uri
 ``file_pruning_predicate``), at the version pinned when the window was opened, so a day that
 lands while a job runs never leaks into it. Quarantine is its own pass (bad rows are rare and
 written once per run; the training stream may be re-iterated every epoch without re-writing
-them). Duplicated ``request_id`` values are found first by a distributed group-by over the id
-column alone.
+them). Duplicated ``request_id`` values are found first, by one pass over the id column alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,7 +48,8 @@ class QuarantineReport:
     rows_read: int
     rows_quarantined: int
     reasons: dict[str, int]
-    duplicate_ids: pa.Array = field(repr=False)
+    duplicate_ids: np.ndarray = field(repr=False)
+    """hashes of duplicated request_ids (see :meth:`Window.duplicate_ids`)"""
 
     @property
     def rows_kept(self) -> int:
@@ -97,26 +98,41 @@ class Window:
     def table_uri(self) -> str:
         return self.lake.table_uri("request_logs")
 
-    def read(self, columns: list[str] | None = None):
-        """The raw rows of the window as a Ray Dataset (``ds`` parsed from the partition path)."""
+    def read(self, columns: list[str] | None = None, include_paths: bool = False):
+        """The raw rows of the window as a Ray Dataset (``ds`` parsed from the partition path).
+
+        ``include_paths`` adds a ``path`` column naming the file each row came from.
+        """
         import ray.data
 
-        return ray.data.read_parquet(
+        ds = ray.data.read_parquet(
             [self.lake.fs_path(f) for f in self.files],
             filesystem=self.lake.filesystem(),
-            columns=[c for c in columns if c != C.ds] if columns else None,
+            include_paths=include_paths,
         )
+        # projection is pushed down into the Parquet read by Ray Data's optimizer
+        return ds.select_columns(columns) if columns else ds
 
-    def duplicate_ids(self) -> pa.Array:
-        """request_ids that occur more than once in the window (one group-by on the id column)."""
-        counts = self.read(columns=[C.request_id]).groupby(C.request_id).count()
-        dups = counts.filter(lambda row: row["count()"] > 1).take_all()
-        return pa.array([row[C.request_id] for row in dups], pa.string())
+    def duplicate_ids(self) -> np.ndarray:
+        """64-bit hashes of the request_ids that occur more than once in the window.
+
+        One pass over the id column alone: each block hashes its ids (vectorised), the driver
+        counts the hashes (8 bytes per request: ~0.8 GB for 10^8 requests) and keeps the repeated
+        ones. No shuffle. A 64-bit collision between two distinct ids (probability ~n^2/2^65,
+        about 3e-4 at 10^8 requests) would quarantine both rows as duplicates: safe, and visible.
+        """
+        hashed = self.read(columns=[C.request_id]).map_batches(_hash_ids, batch_format="pyarrow")
+        parts = [b["h"] for b in hashed.iter_batches(batch_size=None, batch_format="numpy")]
+        if not parts:
+            return np.zeros(0, np.uint64)
+        values, counts = np.unique(np.concatenate(parts), return_counts=True)
+        return values[counts > 1]
 
     def quarantine(self, run_id: str, cfg: DataConfig) -> QuarantineReport:
         """Validate every row; append the bad ones to ``quarantine``; count by reason.
 
-        Raises if the counts do not add up (rows kept + quarantined != rows in the files).
+        A row with several problems counts once in ``rows_quarantined`` and once under each of
+        its reasons in ``reasons``.
         """
         duplicate_ids = self.duplicate_ids()
         bad = self.read().map_batches(
@@ -124,17 +140,18 @@ class Window:
             fn_kwargs=dict(max_list_len=cfg.max_list_len, duplicate_ids=duplicate_ids,
                            source_table=self.table_uri, source_version=self.version, run_id=run_id),
         ).materialize()
+        reasons: Counter[str] = Counter()
+        for block in bad.select_columns([QUARANTINE.col.reason]).iter_batches(
+                batch_size=None, batch_format="numpy"):
+            reasons.update(r for joined in block[QUARANTINE.col.reason] for r in joined.split(";"))
         n_bad = bad.count()
-        reasons: dict[str, int] = {}
         if n_bad:
             bad.write_delta(self.lake.table_uri("quarantine"), mode="append",
                             storage_options=self.lake.storage_options())
-            for row in bad.groupby(QUARANTINE.col.reason).count().take_all():
-                reasons[row[QUARANTINE.col.reason]] = row["count()"]
-        return QuarantineReport(rows_read=self.rows_read, rows_quarantined=n_bad, reasons=reasons,
-                                duplicate_ids=duplicate_ids)
+        return QuarantineReport(rows_read=self.rows_read, rows_quarantined=n_bad,
+                                reasons=dict(reasons), duplicate_ids=duplicate_ids)
 
-    def validated(self, cfg: DataConfig, duplicate_ids: pa.Array | None = None):
+    def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None):
         """The window's valid rows, streaming, in the contract schema (what training consumes)."""
         return self.read().map_batches(
             _keep_batch, batch_format="pyarrow",
@@ -148,15 +165,19 @@ def _with_partition(batch: pa.Table) -> pa.Table:
     return batch.select(names)
 
 
-def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: pa.Array | None) -> pa.Table:
+def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None) -> pa.Table:
     batch = _with_partition(batch)
     kept, _, _ = validate.split(batch, max_list_len, duplicate_ids)
     schema = pa.schema([REQUEST_LOGS.arrow.field(n) for n in kept.column_names])
     return kept.cast(schema)
 
 
-def _quarantine_batch(batch: pa.Table, max_list_len: int, duplicate_ids: pa.Array,
+def _quarantine_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray,
                       source_table: str, source_version: int, run_id: str) -> pa.Table:
     batch = _with_partition(batch)
     _, bad, reasons = validate.split(batch, max_list_len, duplicate_ids)
     return validate.quarantine_rows(bad, reasons, source_table, source_version, run_id)
+
+
+def _hash_ids(batch: pa.Table) -> pa.Table:
+    return pa.table({"h": validate.hash_request_ids(batch.column(C.request_id))})
