@@ -146,7 +146,14 @@ class Window:
             reasons.update(r for joined in block[QUARANTINE.col.reason] for r in joined.split(";"))
         n_bad = bad.count()
         if n_bad:
-            bad.write_delta(self.lake.table_uri("quarantine"), mode="append",
+            # one Delta commit, streamed block by block from the object store by the driver
+            from deltalake import write_deltalake
+
+            blocks = (pa.Table.from_batches(t.to_batches(), QUARANTINE.arrow).to_batches()
+                      for t in bad.iter_batches(batch_size=None, batch_format="pyarrow"))
+            reader = pa.RecordBatchReader.from_batches(
+                QUARANTINE.arrow, (b for batches in blocks for b in batches))
+            write_deltalake(self.lake.table_uri("quarantine"), reader, mode="append",
                             storage_options=self.lake.storage_options())
         return QuarantineReport(rows_read=self.rows_read, rows_quarantined=n_bad,
                                 reasons=dict(reasons), duplicate_ids=duplicate_ids)
