@@ -5,7 +5,6 @@ predicate overwrite of existing days."""
 from __future__ import annotations
 
 import datetime as dt
-import importlib.metadata
 import importlib.util
 from pathlib import Path
 
@@ -27,21 +26,6 @@ ROWS = 150
 JOB = Path(__file__).resolve().parents[2] / "jobs" / "generate_logs.py"
 
 
-def _moto_version() -> str | None:
-    try:
-        return importlib.metadata.version("moto")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-# moto 5.2.1 answers CompleteMultipartUpload with the wrong XML root tag, so pyarrow's S3 writer
-# (used by Ray's Delta datasink) fails; fixed in 5.2.2 (getmoto/moto#10055). Not our bug.
-MOTO_MULTIPART_BUG = pytest.mark.xfail(
-    _moto_version() == "5.2.1", reason="moto 5.2.1 multipart-upload bug (getmoto/moto#10055)",
-    raises=OSError, strict=True,
-)  # fmt: skip
-
-
 def _table(lake: Lake) -> DeltaTable:
     return DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options())
 
@@ -51,7 +35,7 @@ def _day(lake: Lake, day: str) -> pa.Table:
     return rows.select(RL.arrow.names).sort_by(RL.col.request_id)
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=[pytest.mark.s3, MOTO_MULTIPART_BUG])])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def lake(request) -> Lake:
     return request.getfixturevalue(f"{request.param}_lake")
 
