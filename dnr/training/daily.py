@@ -1,0 +1,186 @@
+"""The daily incremental run, as the driver sees it (DESIGN.md §6).
+
+For day D: the parent is the production model, else the newest candidate, else none (cold
+start). The window is every partition after the parent's watermark up to D-1, read at the table
+version pinned now. Validation and quarantine run first, then a ``TorchTrainer`` trains the
+parent's models further on the kept rows, and a ``candidate`` row is registered once the final
+checkpoint is complete. Day D itself is held out for the replay evaluation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from dnr.config import JobConfig, config_to_dict, config_to_json
+from dnr.data.window import QuarantineReport, Window, parse_ds
+from dnr.registry import ModelVersion, Registry
+from dnr.schemas import REQUEST_LOGS
+from dnr.storage import Lake
+
+C = REQUEST_LOGS.col
+
+
+@dataclass
+class DailyResult:
+    """What the job prints and returns."""
+
+    status: str
+    """trained | skipped (an equivalent version exists) | up_to_date (no new partition)."""
+    ds: str
+    version: str | None = None
+    parent_version: str | None = None
+    window: tuple[str, str] | None = None
+    table_version: int | None = None
+    rows_read: int = 0
+    rows_quarantined: int = 0
+    quarantine_reasons: dict | None = None
+    global_step: int = 0
+    metrics: dict | None = None
+    seconds: float = 0.0
+    checkpoint_uri: str | None = None
+    tensorboard_uri: str | None = None
+    run_name: str | None = None
+
+
+def table_partitions(lake: Lake) -> tuple[int, list[str]]:
+    """(current version, sorted ds partitions) of request_logs."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options())
+    adds = pa.table(table.get_add_actions(flatten=True))
+    values = adds.column(f"partition.{C.ds}").to_pylist() if adds.num_rows else []
+    return table.version(), sorted(set(values))
+
+
+def plan_window(partitions: list[str], parent: ModelVersion | None, ds: str) -> tuple[str, str] | None:
+    """(start, end) of the partitions to train on for day ``ds``, or None when there are none."""
+    end = (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
+    after = parent.window_end if parent is not None and parent.window_end else None
+    days = [p for p in partitions if p <= end and (after is None or p > after)]
+    return (days[0], days[-1]) if days else None
+
+
+def _steps_per_epoch(rows: int, cfg: JobConfig) -> int:
+    per_worker = int(np.ceil(rows / cfg.train.num_workers))
+    steps = int(np.ceil(per_worker / cfg.data.batch_size))
+    return min(steps, cfg.train.max_steps) if cfg.train.max_steps else steps
+
+
+def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = False,
+              verbose: bool = True) -> DailyResult:
+    """Train the next version for day ``ds`` (default: the newest partition). Needs a Ray."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from dnr.training.loop import train_loop_per_worker
+
+    say = print if verbose else (lambda *a, **k: None)
+    started = time.monotonic()
+    table_version, partitions = table_partitions(lake)
+    if not partitions:
+        raise ValueError(f"{lake.table_uri('request_logs')} has no partitions")
+    ds = parse_ds(ds, "--ds") if ds else partitions[-1]
+    registry = Registry(lake)
+    name = cfg.train.model_name
+    parent = registry.parent_for(name)
+    window = plan_window(partitions, parent, ds)
+    result = DailyResult(status="up_to_date", ds=ds, parent_version=parent and parent.version,
+                         table_version=table_version)
+    if window is None:
+        say(f"[daily] nothing to train for ds={ds}: no partition after "
+            f"{parent.window_end if parent else '-'} and before {ds}")
+        return result
+    result.window = window
+    same = registry.find_equivalent(name, result.parent_version, window[1], table_version)
+    if same is not None and not force:
+        say(f"[daily] {same.version} was already trained from parent {result.parent_version} on "
+            f"{window[0]}..{window[1]} at table version {table_version}; nothing new (use --force)")
+        result.status, result.version, result.checkpoint_uri = "skipped", same.version, same.checkpoint_uri
+        return result
+
+    data = Window.open(lake, *window, version=table_version)
+    run_name = f"{name}-{ds}" if not force else f"{name}-{ds}-{int(time.time())}"
+    say(f"[daily] ds={ds} parent={result.parent_version or '(cold start)'} window={window[0]}..{window[1]} "
+        f"table v{table_version}: {len(data.files)} files, {data.rows_read:,} rows; run {run_name}")
+    report: QuarantineReport = data.quarantine(run_name, cfg.data)
+    say(f"[daily] validated: {report.rows_kept:,} kept, {report.rows_quarantined:,} quarantined "
+        f"{report.reasons or ''}")
+    if report.rows_kept == 0:
+        raise ValueError(f"every row of {window[0]}..{window[1]} was quarantined: {report.reasons}")
+    steps = _steps_per_epoch(report.rows_kept, cfg)
+    say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
+        f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
+
+    lineage = {"parent_version": result.parent_version, "window_start": window[0],
+               "window_end": window[1], "table_version": table_version,
+               "rows_read": report.rows_read, "rows_quarantined": report.rows_quarantined}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={
+            "config": config_to_dict(cfg), "lake": lake.root, "run_name": run_name,
+            "parent_checkpoint": parent.checkpoint_uri if parent else None,
+            "lineage": lineage, "steps_per_epoch": steps,
+        },
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        run_config=RunConfig(
+            name=run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
+            else lake.uri("checkpoints"),
+            storage_filesystem=lake.filesystem() if lake.is_s3 else None,
+            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
+    )
+    fit = trainer.fit()
+    if fit.checkpoint is None:
+        raise RuntimeError(f"run {run_name} finished without a checkpoint: {fit.error}")
+    checkpoint_uri = ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path
+    metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
+
+    version = registry.next_version(name)
+    registry.register(ModelVersion(
+        version=version, model_name=name, family=cfg.model.family, status="candidate",
+        checkpoint_uri=checkpoint_uri, config_json=config_to_json(cfg),
+        created_at=dt.datetime.now(dt.timezone.utc), parent_version=result.parent_version,
+        window_start=window[0], window_end=window[1], table_version=table_version,
+        rows_read=report.rows_read, rows_quarantined=report.rows_quarantined,
+        global_step=int(metrics.get("global_step", 0)), run_name=run_name,
+        metrics_json=json.dumps(metrics, sort_keys=True),
+    ))
+    result.status, result.version, result.run_name = "trained", version, run_name
+    result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
+    result.quarantine_reasons = report.reasons
+    result.global_step, result.metrics = int(metrics.get("global_step", 0)), metrics
+    result.checkpoint_uri, result.tensorboard_uri = checkpoint_uri, lake.uri("tensorboard", run_name)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def summary_table(result: DailyResult, lake: Lake) -> str:
+    """The short table printed at the end of the job."""
+    rows = [("status", result.status), ("version", result.version or "-"),
+            ("parent", result.parent_version or "(cold start)"), ("ds (held out)", result.ds)]
+    if result.window:
+        rows.append(("window", f"{result.window[0]} .. {result.window[1]} (table v{result.table_version})"))
+    if result.status == "trained":
+        rows += [("rows read", f"{result.rows_read:,}"),
+                 ("quarantined", f"{result.rows_quarantined:,} {result.quarantine_reasons or ''}"),
+                 ("global step", str(result.global_step))]
+        rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
+                 if k.startswith("train/loss")]
+        rows += [("time", f"{result.seconds:.0f}s"), ("checkpoint", result.checkpoint_uri),
+                 ("tensorboard", f"tensorboard --logdir {result.tensorboard_uri}")]
+    rows.append(("next", f"when the next day has landed: python jobs/train_daily.py --lake {lake.root}"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def result_json(result: DailyResult) -> str:
+    return json.dumps(asdict(result), sort_keys=True, default=str)
