@@ -48,6 +48,8 @@ class TrainingProgress:
     """Last ds trained on (inclusive): the next daily run starts the day after."""
     seed: int = 0
     """Base seed; each worker seeds torch with (seed, rank, global_step at start)."""
+    restarts: int = 0
+    """Times this run resumed from its own checkpoint after a failure (0 for a clean run)."""
     history: list = field(default_factory=list)
     """One entry per completed run: {run_name, window_start, window_end, steps}."""
 

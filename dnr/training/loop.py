@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -71,12 +72,13 @@ def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckp
             loaded = ckpt.load(directory)
         if loaded.progress.run_name == run_name:
             ckpt.restore(parts, loaded)
+            loaded.progress.restarts += 1
             return loaded.progress
     if loop_cfg.get("parent_checkpoint"):
         loaded = ckpt.load(ckpt.fetch(loop_cfg["parent_checkpoint"], lake))
         ckpt.restore(parts, loaded)
         return replace(loaded.progress, run_name=run_name, epoch=0, step_in_epoch=0,
-                       seed=cfg.train.seed)
+                       seed=cfg.train.seed, restarts=0)
     return ckpt.TrainingProgress(run_name=run_name, seed=cfg.train.seed)
 
 
@@ -195,6 +197,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         progress.requests_seen += seen
         progress.epoch += 1
         progress.step_in_epoch = 0
+        if progress.epoch == cfg.train.epochs:  # the run is complete: move the data watermark
+            lineage = loop_cfg["lineage"]
+            progress.watermark = lineage["window_end"]
+            progress.history.append({"run_name": progress.run_name, "steps": steps_this_run,
+                                     "window_start": lineage["window_start"],
+                                     "window_end": lineage["window_end"]})
         if meter.steps:
             last_means = _log(meter, logger, console, parts, None, progress, cfg, steps_this_run, rank)
         report({**last_means, "train/requests_epoch": seen}, with_checkpoint=True)
@@ -223,5 +231,6 @@ def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, bat
             generated = synthesize_scores(noise, batch, context)
         logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
         logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
-    print(console.line(steps_this_run, progress.global_step, progress.epoch, means, rate), flush=True)
+    # not print(): Ray Train patches print into its logger, which shows every line twice
+    sys.stderr.write(console.line(steps_this_run, progress.global_step, progress.epoch, means, rate) + "\n")
     return means
