@@ -44,6 +44,8 @@ class TrainingProgress:
     """Steps of the current epoch completed (a resumed epoch skips this many batches)."""
     requests_seen: int = 0
     """Requests trained on over the lifetime, summed over workers."""
+    requests_in_epoch: int = 0
+    """Requests of the current epoch trained as of this checkpoint, summed over workers."""
     watermark: str | None = None
     """Last ds trained on (inclusive): the next daily run starts the day after."""
     seed: int = 0

@@ -78,7 +78,7 @@ def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckp
         loaded = ckpt.load(ckpt.fetch(loop_cfg["parent_checkpoint"], lake))
         ckpt.restore(parts, loaded)
         return replace(loaded.progress, run_name=run_name, epoch=0, step_in_epoch=0,
-                       seed=cfg.train.seed, restarts=0)
+                       requests_in_epoch=0, seed=cfg.train.seed, restarts=0)
     return ckpt.TrainingProgress(run_name=run_name, seed=cfg.train.seed)
 
 
@@ -91,6 +91,10 @@ def _all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(values)
     return values
+
+
+def _global_count(local: int) -> int:
+    return int(_all_reduce_sum(torch.tensor([local], dtype=torch.int64)).item())
 
 
 class _Meter:
@@ -170,7 +174,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 
     last_means: dict[str, float] = {}
     for _ in range(progress.epoch, cfg.train.epochs):
-        skip, epoch_requests = progress.step_in_epoch, 0
+        skip, epoch_requests = progress.step_in_epoch, 0  # local, since this attempt's epoch start
         batches = shard.iter_torch_batches(batch_size=cfg.data.batch_size,
                                            collate_fn=RerankCollate(cfg.data), prefetch_batches=2)
         for index, batch in enumerate(batches):
@@ -192,9 +196,13 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                                   steps_this_run, rank)
             if cfg.train.checkpoint_every_steps and \
                     progress.global_step % cfg.train.checkpoint_every_steps == 0:
+                # every rank is here at the same step, so the collective is safe
+                progress.requests_in_epoch += _global_count(epoch_requests)
+                epoch_requests = 0
                 report(last_means, with_checkpoint=True)
-        seen = int(_all_reduce_sum(torch.tensor([epoch_requests], dtype=torch.int64)).item())
+        seen = progress.requests_in_epoch + _global_count(epoch_requests)
         progress.requests_seen += seen
+        progress.requests_in_epoch = 0
         progress.epoch += 1
         progress.step_in_epoch = 0
         if progress.epoch == cfg.train.epochs:  # the run is complete: move the data watermark
