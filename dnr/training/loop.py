@@ -153,6 +153,10 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                 if cfg.train.use_gpu and cfg.train.bf16 else contextlib.nullcontext())
 
     logger = TensorBoardLogger(lake, loop_cfg["run_name"]) if rank == 0 else None
+    if logger is not None:
+        lineage = loop_cfg["lineage"]
+        logger.log(progress.global_step, {"data/rows_read": lineage["rows_read"],
+                                          "data/rows_quarantined": lineage["rows_quarantined"]})
     console = ConsoleProgress(loop_cfg.get("steps_per_epoch", 0) * cfg.train.epochs or None)
     shard = ray.train.get_dataset_shard("train")
     meter, steps_this_run = _Meter(), 0

@@ -133,7 +133,8 @@ def test_daily_runs_are_incremental_and_idempotent(ray_cluster, local_lake):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(events[0].parent)).Reload().Tags()
-    assert {"train/loss_direct", "train/loss_z", "train/requests_per_s"} <= set(tags["scalars"])
+    assert {"train/loss_direct", "train/loss_z", "train/requests_per_s", "train/lr",
+            "data/rows_read", "data/rows_quarantined"} <= set(tags["scalars"])
     assert {"scores/real", "scores/generated"} <= set(tags["histograms"])
 
 
