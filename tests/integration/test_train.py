@@ -37,7 +37,8 @@ WORLD = WorldConfig(seed=3, num_users=2_000, num_items=5_000)
 def add_days(lake: Lake, first: int, days: int, rows: int = 256) -> None:
     for d in range(first, first + days):
         table = make_requests(WORLD, DAY0 + dt.timedelta(days=d), np.arange(rows))
-        write_deltalake(lake.table_uri("request_logs"), table, partition_by=["ds"], mode="append")
+        write_deltalake(lake.table_uri("request_logs"), table, partition_by=["ds"], mode="append",
+                        storage_options=lake.storage_options())
 
 
 def ds(d: int) -> str:
@@ -189,3 +190,18 @@ def test_killed_worker_resumes_from_checkpoint_without_losing_steps(ray_cluster,
     assert result.global_step == expected  # same as an uninterrupted run: nothing lost or repeated
     progress = ckpt.load(result.checkpoint_uri).progress
     assert progress.restarts >= 1 and progress.requests_seen == 2 * 1024
+
+
+@pytest.mark.s3
+def test_daily_run_on_s3_writes_checkpoint_registry_and_events_to_the_bucket(ray_cluster, s3_lake):
+    import pyarrow.fs as pafs
+
+    add_days(s3_lake, 0, 2)
+    result = run_daily(s3_lake, load_config(None, TINY), verbose=False)
+    assert result.status == "trained" and result.checkpoint_uri.startswith(s3_lake.uri("checkpoints"))
+    assert Registry(s3_lake).get(result.version).checkpoint_uri == result.checkpoint_uri
+    loaded = ckpt.load(ckpt.fetch(result.checkpoint_uri, s3_lake))
+    assert loaded.progress.global_step == result.global_step and loaded.progress.watermark == ds(0)
+    events = s3_lake.filesystem().get_file_info(pafs.FileSelector(
+        s3_lake.fs_path(s3_lake.uri("tensorboard", result.run_name))))
+    assert any("tfevents" in info.path for info in events)
