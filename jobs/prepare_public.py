@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_summary(logs, cfg))
     print(f"wrote {logs.table.num_rows:,} requests to {lake.table_uri('request_logs')} "
           f"(Delta version {version}, partitions ds={days[0]}..{days[-1]}) in {time.monotonic() - started:.1f}s")
-    print(f"next: python jobs/train_daily.py --lake {lake.root} --date {days[-1]}"
+    print(f"next: python jobs/train_daily.py --lake {lake.root} --ds {days[-1]}"
           f"   # trains on {days[0]}..{days[-2] if len(days) > 1 else days[0]}, replays {days[-1]}")
     return 0
 
