@@ -205,3 +205,13 @@ def test_daily_run_on_s3_writes_checkpoint_registry_and_events_to_the_bucket(ray
     events = s3_lake.filesystem().get_file_info(pafs.FileSelector(
         s3_lake.fs_path(s3_lake.uri("tensorboard", result.run_name))))
     assert any("tfevents" in info.path for info in events)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL + bf16 path)")
+def test_daily_run_on_gpu_with_bf16(ray_cluster, local_lake):
+    add_days(local_lake, 0, 2)
+    cfg = load_config(None, TINY + ["train.use_gpu=true", "train.bf16=true", "train.num_workers=1"])
+    result = run_daily(local_lake, cfg, verbose=False)
+    assert result.status == "trained" and result.global_step == _steps_per_epoch(256, cfg)
+    assert all(np.isfinite(v) for k, v in result.metrics.items() if k.startswith("train/loss"))
