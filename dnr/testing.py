@@ -87,3 +87,95 @@ class S3Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class RayHead:
+    """A Ray head node started like an operator would (``ray start --head --block``) in its own
+    process group, on free ports, so that several Rays can share one machine and stopping this
+    one (``stop()``) never touches another (``ray stop`` would stop every Ray on the machine).
+
+    Ray 2.60 turns token auth on for such clusters: ``env`` carries ``RAY_AUTH_MODE=token`` and
+    the dashboard address for ``ray job submit``; the token itself stays in ``~/.ray/auth_token``
+    (or ``RAY_AUTH_TOKEN_PATH``), never in the environment or a log.
+    """
+
+    def __init__(self, num_cpus: int = 4, temp_dir: str | None = None):
+        import tempfile
+
+        self.num_cpus = num_cpus
+        self._own_temp_dir = temp_dir is None
+        self.temp_dir = temp_dir or tempfile.mkdtemp(prefix="rayhead-")
+        self.gcs_port = free_port()
+        self.dashboard_port = free_port()
+        self.address = f"127.0.0.1:{self.gcs_port}"
+        self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
+        self.env = {"RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": self.dashboard_url}
+        self._proc: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 180.0) -> "RayHead":
+        ports = {"--port": self.gcs_port, "--dashboard-port": self.dashboard_port,
+                 "--dashboard-agent-listen-port": free_port(),
+                 "--dashboard-agent-grpc-port": free_port(),
+                 "--runtime-env-agent-port": free_port(), "--metrics-export-port": free_port(),
+                 "--node-manager-port": free_port(), "--object-manager-port": free_port(),
+                 "--ray-client-server-port": free_port()}
+        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+               f"--num-cpus={self.num_cpus}", f"--object-store-memory={500 * 1024**2}", "--include-dashboard=true", "--disable-usage-stats",
+               "--dashboard-host=127.0.0.1", f"--temp-dir={self.temp_dir}",
+               *(f"{flag}={port}" for flag, port in ports.items())]
+        self._proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      start_new_session=True, env={**os.environ, **self.env})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"ray start --head exited with code {self._proc.returncode}")
+            if self._jobs_api_ready():
+                return self
+            time.sleep(1.0)
+        self.stop()
+        raise TimeoutError(f"Ray head did not accept jobs on {self.dashboard_url} in {timeout_s}s")
+
+    def _jobs_api_ready(self) -> bool:
+        result = subprocess.run(
+            [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "list"],
+            env={**os.environ, **self.env}, capture_output=True, text=True, timeout=60)
+        return result.returncode == 0
+
+    def stop(self) -> None:
+        import signal
+
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        self._proc = None
+        if self._own_temp_dir:
+            import shutil
+
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def __enter__(self) -> "RayHead":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def submit(self, entrypoint: list[str], cwd: str, timeout_s: float = 900.0,
+               extra_env: dict | None = None) -> subprocess.CompletedProcess:
+        """``ray job submit --working-dir <cwd> -- <entrypoint>``, waiting for the job to end.
+
+        The head's job agent registers a few seconds after the API answers: a submission refused
+        with "No available agent" is retried until it is accepted.
+        """
+        cmd = [os.path.join(os.path.dirname(sys.executable), "ray"), "job", "submit",
+               "--working-dir", cwd, "--", *entrypoint]
+        env = {**os.environ, **self.env, **(extra_env or {})}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                                    timeout=max(deadline - time.monotonic(), 1))
+            if "No available agent" not in result.stderr or time.monotonic() > deadline:
+                return result
+            time.sleep(3.0)
