@@ -1,0 +1,1 @@
+"""Benchmarks (throughput, ingest, quality) and their recorded results; see bench/README.md."""
