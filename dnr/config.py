@@ -219,6 +219,75 @@ class TrainConfig:
                "must match [a-z0-9][a-z0-9_-]* (it is used in paths and run names)")
 
 
+_METRIC = re.compile(r"(?:(?:H|N|M|F1)@[1-9][0-9]*|AUC)")
+"""Metric names the gate may name: the per-request metrics of dnr.evaluation.metrics."""
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """Offline replay evaluation and the promotion gate (dnr.evaluation.gate).
+
+    A candidate is promoted only when every check passes: the primary metric is not worse than
+    the baseline's beyond ``tolerance`` with ``confidence`` (a non-inferiority test on the
+    paired bootstrap interval of the per-request difference), no guardrail metric's mean
+    difference is below ``-guardrail_tolerance``, the candidate is not worse than the retriever
+    order (the floor), and the sanity checks hold (no NaN score, a non-degenerate score
+    distribution, at least ``min_requests`` requests with a positive evaluated).
+    """
+
+    enabled: bool = True
+    """The daily job runs the replay evaluation of its candidate on the held-out day."""
+    auto_promote: bool = True
+    """The daily job promotes a candidate that passes the gate (and marks a failing one rejected)."""
+    primary_metric: str = "N@6"
+    """Metric of the non-inferiority test (H@K, N@K, M@K, F1@K or AUC)."""
+    tolerance: float = 0.005
+    """Promote only if the lower end of the interval of (candidate - baseline) >= -tolerance."""
+    guardrail_metrics: str = "AUC,H@6"
+    """Comma-separated metrics whose mean difference must stay >= -guardrail_tolerance."""
+    guardrail_tolerance: float = 0.01
+    """Largest regression allowed on a guardrail metric."""
+    retriever_tolerance: float = 0.0
+    """The candidate's primary metric must be >= the retriever order's minus this."""
+    min_requests: int = 200
+    """Requests with a positive (the ones the metrics average over) needed for a decision."""
+    min_score_std: float = 1e-4
+    """Smallest standard deviation of the candidate's logits over valid candidates."""
+    max_tied_fraction: float = 0.5
+    """Largest fraction of requests whose candidate scores are all equal (no ranking)."""
+    confidence: float = 0.95
+    """Two-sided level of the bootstrap intervals."""
+    bootstrap_replicates: int = 1000
+    """Poisson-bootstrap replicates (additive, so they are computed inside the Ray Data pass)."""
+    batch_size: int = 512
+    """Requests per scoring batch in the replay evaluation."""
+    num_scorers: int = 2
+    """Scoring actors of the replay evaluation (one GPU each when train.use_gpu)."""
+
+    def __post_init__(self):
+        for name in (self.primary_metric, *self.guardrails):
+            _check(_METRIC.fullmatch(name) is not None, "gate.primary_metric/guardrail_metrics", name,
+                   "must be H@K, N@K, M@K, F1@K or AUC")
+        _check(self.tolerance >= 0.0, "gate.tolerance", self.tolerance, "must be >= 0")
+        _check(self.guardrail_tolerance >= 0.0, "gate.guardrail_tolerance", self.guardrail_tolerance,
+               "must be >= 0")
+        _check(self.retriever_tolerance >= 0.0, "gate.retriever_tolerance", self.retriever_tolerance,
+               "must be >= 0")
+        _check(self.min_requests >= 1, "gate.min_requests", self.min_requests, "must be >= 1")
+        _check(self.min_score_std >= 0.0, "gate.min_score_std", self.min_score_std, "must be >= 0")
+        _check(0.0 <= self.max_tied_fraction <= 1.0, "gate.max_tied_fraction", self.max_tied_fraction,
+               "must be in [0, 1]")
+        _check(0.5 <= self.confidence < 1.0, "gate.confidence", self.confidence, "must be in [0.5, 1)")
+        _check(self.bootstrap_replicates >= 100, "gate.bootstrap_replicates",
+               self.bootstrap_replicates, "must be >= 100")
+        _check(self.batch_size >= 1, "gate.batch_size", self.batch_size, "must be >= 1")
+        _check(self.num_scorers >= 1, "gate.num_scorers", self.num_scorers, "must be >= 1")
+
+    @property
+    def guardrails(self) -> tuple[str, ...]:
+        return tuple(m.strip() for m in self.guardrail_metrics.split(",") if m.strip())
+
+
 @dataclass(frozen=True)
 class JobConfig:
     """Everything a training job needs; saved with every checkpoint and registry entry."""
@@ -233,6 +302,8 @@ class JobConfig:
     """Optimizers."""
     train: TrainConfig = field(default_factory=TrainConfig)
     """The Ray Train run."""
+    gate: GateConfig = field(default_factory=GateConfig)
+    """Offline replay evaluation and promotion."""
 
 
 # ---- loading: YAML file, then key=value overrides, then one construction per section ----
