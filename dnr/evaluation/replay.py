@@ -1,0 +1,233 @@
+"""Offline replay evaluation of a candidate model on one held-out day, and the promotion.
+
+::
+
+    result = run_replay(lake, cfg, candidate="latest", baseline="production", ds="2026-05-04")
+
+1. Resolve the versions in the registry (``latest`` = the newest candidate of the model line,
+   ``production`` = the production version, or none on a first deployment).
+2. Read day ``ds`` at a pinned table version and validate it with the training code path
+   (:class:`dnr.data.window.Window`): bad rows go to ``quarantine``, nothing is dropped silently.
+3. Score every kept request with every arm in a Ray Data actor pool (each actor loads each
+   checkpoint once; one GPU per actor when the training config uses GPUs). Actors return additive
+   sums (:mod:`dnr.evaluation.scoring`); the driver adds them.
+4. The gate decides (:mod:`dnr.evaluation.gate`); the report (Markdown + plots) and one row of
+   ``replay_reports`` record it; with ``promote=True`` the registry follows the decision
+   (promote: candidate -> production and the previous production -> retired in one commit;
+   reject: candidate -> rejected).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from dnr.config import JobConfig, config_from_dict
+from dnr.data.window import Window, parse_ds
+from dnr.evaluation.gate import Decision, ReplaySummary, decide
+from dnr.evaluation.report import write_report
+from dnr.evaluation.scoring import DELTA_EDGES, ReplayScorer, ReplaySpec, ReplayState, reduce_states
+from dnr.registry import ModelVersion, Registry
+from dnr.schemas import REPLAY_REPORTS
+from dnr.storage import Lake
+
+
+@dataclass
+class ReplayResult:
+    """What the job prints and returns."""
+
+    report_id: str
+    ds: str
+    candidate: str
+    baseline: str | None
+    decision: str
+    reasons: list[str]
+    summary: ReplaySummary = field(repr=False)
+    report_uri: str
+    table_version: int
+    rows_read: int
+    rows_quarantined: int
+    requests_evaluated: int
+    registry_action: str | None = None
+    """promoted | rejected | None (decision recorded only)."""
+    seconds: float = 0.0
+
+
+def resolve_versions(registry: Registry, model_name: str, candidate: str,
+                     baseline: str) -> tuple[ModelVersion, ModelVersion | None]:
+    """``candidate``: a version or ``latest``; ``baseline``: a version, ``production`` or ``none``."""
+    if candidate == "latest":
+        pending = [v for v in registry.versions(model_name) if v.status == "candidate"]
+        if not pending:
+            raise ValueError(f"no candidate version of model {model_name!r} in {registry.uri} "
+                             f"(train one first, or name a version)")
+        cand = pending[-1]
+    else:
+        cand = registry.get(candidate)
+    if baseline == "none":
+        base = None
+    elif baseline == "production":
+        base = registry.production(cand.model_name)
+    else:
+        base = registry.get(baseline)
+    if base is not None and base.version == cand.version:
+        raise ValueError(f"candidate and baseline are the same version {cand.version}")
+    return cand, base
+
+
+def held_out_day(cand: ModelVersion, partitions: list[str], ds: str | None) -> str:
+    """``ds`` checked against the candidate's training window; default: the day after it."""
+    if ds is None:
+        if not cand.window_end:
+            raise ValueError(f"{cand.version} has no training window; pass --ds")
+        ds = (dt.date.fromisoformat(cand.window_end) + dt.timedelta(days=1)).isoformat()
+    parse_ds(ds, "--ds")
+    if cand.window_end and ds <= cand.window_end:
+        raise ValueError(f"ds={ds} is inside {cand.version}'s training window "
+                         f"{cand.window_start}..{cand.window_end}: not a held-out day")
+    if ds not in partitions:
+        raise ValueError(f"request_logs has no partition ds={ds} (newest: "
+                         f"{partitions[-1] if partitions else '-'})")
+    return ds
+
+
+def summarize(state: ReplayState, confidence: float) -> ReplaySummary:
+    spec = state.spec
+    deltas = {}
+    for key, boot in state.bootstraps.items():
+        pair, metric = key.split("/", 1)
+        deltas.setdefault(pair, {})[metric] = boot.interval(confidence)
+    return ReplaySummary(
+        metrics={arm: acc.compute() for arm, acc in state.accumulators.items()},
+        deltas=deltas,
+        sanity={arm: state.sanity_summary(arm) for arm in spec.checkpoints},
+        reference=spec.reference,
+        calibration={arm: table.tolist() for arm, table in state.calibration.items()},
+        delta_hist=state.delta_hist.tolist(),
+        delta_edges=DELTA_EDGES.tolist(),
+    )
+
+
+def score_day(data, spec: ReplaySpec, lake: Lake, cfg: JobConfig) -> ReplayState:
+    """Stream the validated rows through the scoring actor pool; add the per-batch sums."""
+    import ray
+
+    use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1
+    states = data.map_batches(
+        ReplayScorer, fn_constructor_kwargs=dict(spec=spec, lake_root=lake.root, use_gpu=use_gpu),
+        batch_size=cfg.gate.batch_size, batch_format="pyarrow", concurrency=cfg.gate.num_scorers,
+        num_gpus=1 if use_gpu else 0, num_cpus=1,
+    )
+    vectors = (np.asarray(row) for batch in states.iter_batches(batch_size=None, batch_format="pyarrow")
+               for row in batch.column("state").to_numpy(zero_copy_only=False))
+    return reduce_states(spec, vectors)
+
+
+def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: str = "production",
+               ds: str | None = None, promote: bool = False, verbose: bool = True) -> ReplayResult:
+    """Evaluate, decide, report; with ``promote`` apply the decision to the registry. Needs a Ray."""
+    from dnr.training.daily import table_partitions
+
+    say = print if verbose else (lambda *a, **k: None)
+    started = time.monotonic()
+    registry = Registry(lake)
+    cand, base = resolve_versions(registry, cfg.train.model_name, candidate, baseline)
+    table_version, partitions = table_partitions(lake)
+    ds = held_out_day(cand, partitions, ds)
+    report_id = f"{cand.version}-{ds}-{uuid.uuid4().hex[:8]}"
+    say(f"[replay] {report_id}: candidate {cand.version} vs "
+        f"{base.version if base else 'the retriever order (no baseline model)'} on ds={ds} "
+        f"(table v{table_version})")
+
+    cand_cfg = config_from_dict(json.loads(cand.config_json))
+    window = Window.open(lake, ds, ds, version=table_version)
+    quarantine = window.quarantine(report_id, cand_cfg.data)
+    say(f"[replay] {window.rows_read:,} rows read, {quarantine.rows_kept:,} kept, "
+        f"{quarantine.rows_quarantined:,} quarantined {quarantine.reasons or ''}")
+    if quarantine.rows_kept == 0:
+        raise ValueError(f"every row of ds={ds} was quarantined: {quarantine.reasons}")
+
+    metrics = tuple(dict.fromkeys((cfg.gate.primary_metric, *cfg.gate.guardrails)))
+    checkpoints = {"candidate": cand.checkpoint_uri}
+    if base is not None:
+        checkpoints["baseline"] = base.checkpoint_uri
+    spec = ReplaySpec(checkpoints=checkpoints, metrics=metrics, replicates=cfg.gate.bootstrap_replicates)
+    state = score_day(window.validated(cand_cfg.data, quarantine.duplicate_ids), spec, lake, cfg)
+    evaluated = int(state.accumulators["candidate"].compute()["requests"])
+    if evaluated != quarantine.rows_kept:
+        raise RuntimeError(f"scored {evaluated:,} requests but {quarantine.rows_kept:,} rows were kept: "
+                           f"the counts must add up")
+
+    summary = summarize(state, cfg.gate.confidence)
+    decision = decide(summary, cfg.gate)
+    header = {"report_id": report_id, "ds": ds, "candidate": cand.version,
+              "baseline": base.version if base else "none (retriever order is the reference)",
+              "request_logs table version": table_version, "rows read": window.rows_read,
+              "rows quarantined": quarantine.rows_quarantined, "requests evaluated": evaluated,
+              "candidate window": f"{cand.window_start}..{cand.window_end}",
+              "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    report_uri = write_report(lake, summary, decision, header, cfg.gate.primary_metric)
+    result = ReplayResult(
+        report_id=report_id, ds=ds, candidate=cand.version, baseline=base.version if base else None,
+        decision=decision.label, reasons=decision.reasons, summary=summary, report_uri=report_uri,
+        table_version=table_version, rows_read=window.rows_read,
+        rows_quarantined=quarantine.rows_quarantined, requests_evaluated=evaluated)
+    _append_report_row(lake, result, decision)
+    if promote:
+        result.registry_action = apply_decision(registry, cand, decision, report_id)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, report_id: str) -> str:
+    """Move the registry: promote (one commit with the retirement) or reject the candidate."""
+    reason = f"{decision.label} by replay report {report_id}"
+    if decision.promote:
+        registry.promote(cand.version, reason=reason, report_id=report_id)
+        return "promoted"
+    failed = "; ".join(c.name for c in decision.checks if not c.passed)
+    registry.reject(cand.version, reason=f"{reason}: failed {failed}", report_id=report_id)
+    return "rejected"
+
+
+def _append_report_row(lake: Lake, result: ReplayResult, decision: Decision) -> None:
+    from deltalake import write_deltalake
+
+    s = result.summary
+    metrics = {"arms": s.metrics, "sanity": s.sanity,
+               "deltas": {p: {m: d.to_dict() for m, d in by.items()} for p, by in s.deltas.items()}}
+    row = {
+        "report_id": result.report_id, "created_at": dt.datetime.now(dt.timezone.utc), "ds": result.ds,
+        "candidate_version": result.candidate, "baseline_version": result.baseline,
+        "requests_evaluated": result.requests_evaluated, "rows_quarantined": result.rows_quarantined,
+        "metrics_json": json.dumps(metrics, sort_keys=True, allow_nan=True),
+        "decision": decision.label, "reasons": json.dumps(decision.reasons),
+        "report_uri": result.report_uri,
+    }
+    write_deltalake(lake.table_uri("replay_reports"), pa.Table.from_pylist([row], REPLAY_REPORTS.arrow),
+                    mode="append", storage_options=lake.storage_options())
+
+
+def comparison_table(result: ReplayResult) -> str:
+    """The short table the job prints: one line per arm, then the differences and the decision."""
+    s = result.summary
+    names = ("N@6", "H@6", "AUC")
+    arms = [a for a in ("candidate", "baseline", "retriever", "oracle")
+            if a in s.metrics and s.metrics[a]["requests"] > 0]
+    lines = [f"  {'arm':<12}" + "".join(f"{n:>10}" for n in names)]
+    for arm in arms:
+        lines.append(f"  {arm:<12}" + "".join(f"{s.metrics[arm].get(n, float('nan')):>10.4f}" for n in names))
+    for pair, by_metric in s.deltas.items():
+        for metric, d in by_metric.items():
+            lines.append(f"  {pair} {metric}: {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]")
+    lines.append(f"  decision: {result.decision.upper()}"
+                 + (f" (registry: {result.registry_action})" if result.registry_action else ""))
+    lines += [f"    {r}" for r in result.reasons]
+    lines.append(f"  report: {result.report_uri}/report.md")
+    return "\n".join(lines)
