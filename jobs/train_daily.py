@@ -14,11 +14,11 @@ trains again).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from dnr.config import describe_config, load_config
+from dnr.runtime import start_ray
 from dnr.storage import Lake
 from dnr.training.daily import result_json, run_daily, summary_table
 
@@ -40,28 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _start_ray(num_cpus: int | None) -> bool:
-    """Join the cluster if there is one (ray job submit, RAY_ADDRESS); else start an embedded Ray."""
-    import ray
-    from ray.data import DataContext
-
-    if ray.is_initialized():
-        return False
-    embedded = "RAY_ADDRESS" not in os.environ
-    if embedded:
-        # more logical CPUs than cores so the Train workers always leave slots for Ray Data
-        ray.init(num_cpus=num_cpus or max(4, (os.cpu_count() or 2) * 2), include_dashboard=False,
-                 log_to_driver=True)
-    else:
-        ray.init()
-    DataContext.get_current().enable_progress_bars = False
-    return embedded
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     lake = Lake(args.lake)
-    embedded = _start_ray(args.num_cpus)
+    embedded = start_ray(args.num_cpus)
     config_path = args.config or (LOCAL_CONFIG if embedded else None)
     cfg = load_config(config_path, args.overrides)
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")
