@@ -47,7 +47,7 @@ class DataConfig:
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be >= 1")
 
 
-RERANKER_FAMILIES = ("prm",)
+RERANKER_FAMILIES = ("prm", "degre")
 """Keys of ``dnr.models.factory.RERANKERS``; a unit test keeps the two in step."""
 SCORE_MODES = ("none", "concat", "add", "weight", "denoise")
 """Keys of ``dnr.models.score_modes.SCORE_MODES``."""
@@ -64,7 +64,7 @@ class ModelConfig:
     """The reranker q_theta(z | x, u). Its rank embedding has ``DataConfig.max_list_len`` rows."""
 
     family: str = "prm"
-    """Architecture: prm (transformer encoder over the candidate list)."""
+    """Architecture: prm (transformer encoder over the candidate list) or degre (the DeGRe generator)."""
     score_mode: str = "denoise"
     """How retriever scores are used: none | concat | add | weight | denoise (DNR)."""
     d_model: int = 128
@@ -289,6 +289,45 @@ class GateConfig:
 
 
 @dataclass(frozen=True)
+class DeGReConfig:
+    """DeGRe (``model.family == 'degre'``): lookahead evaluator, beam-search mining, distillation.
+
+    ``model.*`` sizes the served generator; the evaluator (training only) is sized here.
+    """
+
+    list_len: int = 6
+    """K: positions the beam search mines and the generator decodes greedily."""
+    beam_width: int = 4
+    """Beams kept per request by the offline lookahead mining."""
+    temperature: float = 0.05
+    """Soft target of step t = softmax(value increment / temperature) over the remaining candidates."""
+    dense: bool = True
+    """False is the ablation without dense supervision: one-hot targets from the logged list, clicks first."""
+    beam_weight: float = 0.5
+    """Weight of the cross-entropy on the beam's own choice, added to the dense-target KL."""
+    evaluator_d_model: int = 64
+    """Width of the evaluator's item embeddings and transformer."""
+    evaluator_layers: int = 1
+    """Transformer encoder layers of the evaluator over the candidate set."""
+    evaluator_heads: int = 2
+    """Attention heads of the evaluator's encoder; must divide degre.evaluator_d_model."""
+    evaluator_lr: float = 1e-3
+    """AdamW learning rate of the evaluator."""
+
+    def __post_init__(self):
+        _check(self.list_len >= 1, "degre.list_len", self.list_len, "must be >= 1")
+        _check(self.beam_width >= 1, "degre.beam_width", self.beam_width, "must be >= 1")
+        _check(self.temperature > 0.0, "degre.temperature", self.temperature, "must be > 0")
+        _check(self.beam_weight >= 0.0, "degre.beam_weight", self.beam_weight, "must be >= 0")
+        _check(self.evaluator_d_model >= 1, "degre.evaluator_d_model", self.evaluator_d_model, "must be >= 1")
+        _check(self.evaluator_layers >= 1, "degre.evaluator_layers", self.evaluator_layers, "must be >= 1")
+        _check(self.evaluator_heads >= 1 and self.evaluator_d_model % self.evaluator_heads == 0,
+               "degre.evaluator_heads", self.evaluator_heads,
+               f"must be >= 1 and divide degre.evaluator_d_model={self.evaluator_d_model}")
+        _check(self.evaluator_lr > 0.0, "degre.evaluator_lr", self.evaluator_lr, "must be > 0")
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """Everything a training job needs; saved with every checkpoint and registry entry."""
 
@@ -304,6 +343,8 @@ class JobConfig:
     """The Ray Train run."""
     gate: GateConfig = field(default_factory=GateConfig)
     """Offline replay evaluation and promotion."""
+    degre: DeGReConfig = field(default_factory=DeGReConfig)
+    """DeGRe evaluator, mining and distillation (model.family=degre)."""
 
 
 # ---- loading: YAML file, then key=value overrides, then one construction per section ----

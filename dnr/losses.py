@@ -144,3 +144,32 @@ LX_ESTIMATORS: dict[str, LxEstimator] = {
     "gaussian_moments": gaussian_moment_kl,
 }
 """L_x estimators by ``dnr.lx_estimator``: (generated scores [B, L], mask [B, L], real) -> scalar."""
+
+
+# ---- DeGRe (dnr.models.degre): the evaluator's cumulative regression and the distillation ----
+
+
+def cumulative_regression(increments: torch.Tensor, utility: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Mean over valid prefixes of (V_t - Y_t)^2: V = cumsum of the predicted increments [B, T],
+    Y [B, T] the logged cumulative utility of the same prefixes, ``valid`` [B, T] the entries of
+    the list (a prefix of each row). 0 if nothing is valid.
+
+    Every prefix is a regression target, so an early item's increment is pulled by every later
+    prefix's error: the list-level utility is fitted, not only the per-item click.
+    """
+    zero = torch.zeros_like(utility, dtype=torch.float32)
+    v = torch.where(valid, increments.float(), zero).cumsum(dim=1)
+    return torch.where(valid, (v - utility.float()).square(), zero).sum() / valid.sum().clamp_min(1)
+
+
+def soft_target_kl(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    """Mean over steps with a target of KL(target || softmax(logits over ``allowed``)).
+
+    logits, targets, allowed: [B, K, L]; a step's target sums to 1 over its allowed candidates,
+    or is all zero (no target: the step is skipped). With one-hot targets this is the
+    cross-entropy of the target item. 0 if no step has a target.
+    """
+    log_p = logits.float().masked_fill(~allowed, -1e9).log_softmax(dim=-1)
+    per_item = torch.where(allowed & (targets > 0), torch.special.xlogy(targets, targets) - targets * log_p, 0.0)
+    has_target = targets.sum(dim=-1) > 0  # [B, K]
+    return per_item.sum() / has_target.sum().clamp_min(1)

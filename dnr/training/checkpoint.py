@@ -1,5 +1,5 @@
-"""A checkpoint is the whole state: both models, both optimizers, the running real-score
-distribution, the typed training progress, the resolved config and the data lineage.
+"""A checkpoint is the whole state: the models (reranker, plus the DNR generator or the DeGRe
+evaluator), their optimizers, the running real-score distribution, the typed training progress, the resolved config and the data lineage.
 
 One directory, written by rank 0 and handed to ``ray.train.report``::
 
@@ -35,7 +35,7 @@ class TrainingProgress:
     global_step: int = 0
     """Optimisation steps over the model's whole lifetime (drives the lambda_e switch)."""
     phase: str = "heuristic"
-    """heuristic (stage 1: only the reranker learns) or adversarial (stage 2)."""
+    """heuristic (stage 1: only the reranker learns) or adversarial (stage 2); distill for degre."""
     run_name: str = ""
     """The run the counters below belong to; a new daily run resets them."""
     epoch: int = 0
@@ -83,6 +83,9 @@ def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
         state["generator_opt"] = parts.generator_opt.state_dict()
     if parts.real_scores is not None:
         state["real_scores"] = parts.real_scores.state_dict()
+    if parts.evaluator is not None:
+        state["evaluator"] = unwrap(parts.evaluator).state_dict()
+        state["evaluator_opt"] = parts.evaluator_opt.state_dict()
     torch.save(state, directory / STATE_FILE)
     (directory / PROGRESS_FILE).write_text(progress.to_json())
     (directory / CONFIG_FILE).write_text(config_json)
@@ -102,7 +105,8 @@ def load(directory: str | Path) -> LoadedCheckpoint:
 
 
 def restore(parts: TrainParts, loaded: LoadedCheckpoint) -> None:
-    """Load models, optimizers and the real-score distribution into freshly built parts."""
+    """Load models, optimizers and the real-score distribution into freshly built parts (a part
+    the checkpoint lacks, e.g. a DeGRe evaluator added later, keeps its fresh weights)."""
     unwrap(parts.reranker).load_state_dict(loaded.state["reranker"])
     parts.reranker_opt.load_state_dict(loaded.state["reranker_opt"])
     if parts.generator is not None and "generator" in loaded.state:
@@ -110,6 +114,9 @@ def restore(parts: TrainParts, loaded: LoadedCheckpoint) -> None:
         parts.generator_opt.load_state_dict(loaded.state["generator_opt"])
     if parts.real_scores is not None and "real_scores" in loaded.state:
         parts.real_scores.load_state_dict(loaded.state["real_scores"])
+    if parts.evaluator is not None and "evaluator" in loaded.state:
+        unwrap(parts.evaluator).load_state_dict(loaded.state["evaluator"])
+        parts.evaluator_opt.load_state_dict(loaded.state["evaluator_opt"])
 
 
 def fetch(uri: str, lake: Lake) -> Path:

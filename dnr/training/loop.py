@@ -1,7 +1,7 @@
 """The Ray Train worker loop: ``for batch: step -> maybe_log -> maybe_checkpoint``.
 
-Runs on every worker of a ``TorchTrainer``. The reranker and the generator are each wrapped in
-DDP (one place: :func:`distribute`), so every half-step all-reduces the gradients of the model
+Runs on every worker of a ``TorchTrainer``. The reranker and the generator (DNR) or the
+evaluator (DeGRe) are each wrapped in DDP (one place: :func:`distribute`), so every half-step all-reduces the gradients of the model
 it updates and both models stay identical on all ranks. Rank 0 writes checkpoints and
 TensorBoard; every rank calls ``ray.train.report``. Where the run starts from, in order:
 ``ray.train.get_checkpoint()`` (a retried worker group or a same-day re-run resumes), else the
@@ -28,8 +28,8 @@ from dnr.models import synthesize_scores
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.metrics_log import ConsoleProgress, TensorBoardLogger
-from dnr.training.step import (TrainParts, build_train_parts, generator_phase, reranker_context,
-                               train_step)
+from dnr.training.step import (TrainParts, build_train_parts, reranker_context, train_step,
+                               training_phase)
 
 
 class RerankCollate(ArrowBatchCollateFn):
@@ -43,17 +43,19 @@ class RerankCollate(ArrowBatchCollateFn):
 
 
 def distribute(parts: TrainParts, device: torch.device) -> TrainParts:
-    """Move to ``device`` and wrap both models for data parallelism (no-op with one worker)."""
+    """Move to ``device`` and wrap every trained model for data parallelism (no-op with one worker)."""
     from ray.train.torch import prepare_model
 
     parts.reranker = prepare_model(parts.reranker, move_to_device=device)
     if parts.generator is not None:
         parts.generator = prepare_model(parts.generator, move_to_device=device)
+    if parts.evaluator is not None:
+        parts.evaluator = prepare_model(parts.evaluator, move_to_device=device)
     if parts.real_scores is not None:
         parts.real_scores.to(device)
     if parts.heuristic is not None:
         parts.heuristic.to(device)
-    for opt in (parts.reranker_opt, parts.generator_opt):
+    for opt in (parts.reranker_opt, parts.generator_opt, parts.evaluator_opt):
         for state in (opt.state.values() if opt is not None else ()):
             for key, value in state.items():
                 if torch.is_tensor(value) and key != "step":
@@ -129,7 +131,8 @@ class _Meter:
 
 
 LOSS_KEYS = ["train/loss_direct", "train/loss_z", "train/loss_theta", "train/loss_adv",
-             "train/loss_x", "train/loss_phi"]
+             "train/loss_x", "train/loss_phi", "train/loss_eval", "train/loss_distill", "train/loss_beam",
+             "train/mined_value"]
 
 
 def train_loop_per_worker(loop_cfg: dict) -> None:
@@ -145,7 +148,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     if not cfg.train.use_gpu:
         torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
 
-    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim)
+    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre)
     progress = _start(parts, loop_cfg, cfg, lake)
     _seed(progress, rank)
     parts = distribute(parts, device)
@@ -188,13 +191,14 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
                 break
             batch = batch.to(device, non_blocking=True)
             with autocast:
-                terms = train_step(batch, parts, progress.global_step, cfg.model, cfg.dnr, cfg.optim)
+                terms = train_step(batch, parts, progress.global_step, cfg.model, cfg.dnr, cfg.optim,
+                                   cfg.degre)
             progress.global_step += 1
             progress.step_in_epoch += 1
             steps_this_run += 1
             epoch_requests += batch.num_requests
             meter.add(terms, batch.num_requests)
-            progress.phase = "adversarial" if generator_phase(cfg.dnr, progress.global_step) else "heuristic"
+            progress.phase = training_phase(cfg.model, cfg.dnr, progress.global_step)
             if progress.global_step % cfg.train.log_every_steps == 0:
                 last_means = _log(meter, logger, console, parts, batch, progress, cfg,
                                   steps_this_run, rank)
@@ -235,6 +239,8 @@ def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, bat
                "train/phase_adversarial": float(progress.phase == "adversarial")}
     if parts.generator_opt is not None:
         scalars["train/generator_lr"] = parts.generator_opt.param_groups[0]["lr"]
+    if parts.evaluator_opt is not None:
+        scalars["train/evaluator_lr"] = parts.evaluator_opt.param_groups[0]["lr"]
     logger.log(progress.global_step, scalars)
     if batch is not None and parts.heuristic is not None:
         noise = parts.generator if progress.phase == "adversarial" else parts.heuristic

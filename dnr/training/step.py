@@ -1,4 +1,5 @@
-"""One training step, pure PyTorch: the DNR adversarial step, or plain BCE for baseline score modes.
+"""One training step, pure PyTorch: the DNR adversarial step, plain BCE for baseline score modes,
+or the DeGRe step. The family (``model.family``) picks its recipe from :data:`FAMILIES`.
 
 :func:`train_step` is the only entry point the training loop calls. The models in
 :class:`TrainParts` may be wrapped in DistributedDataParallel: the step only calls their
@@ -13,23 +14,36 @@ The DNR step (``model.score_mode == 'denoise'``), at global step t:
 2. only once t >= lambda_e (and not in the heuristic-only ablation), generator half-step,
    reranker frozen: L_phi = L_adv + lambda_x * L_x. Before that the heuristic generator
    (gaussian or beta) makes the synthetic scores and only the reranker learns.
+
+The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
+
+1. evaluator update on the logged list: cumulative-utility regression of every prefix.
+2. mining with the updated evaluator, no gradient: beam search, then the increments of every
+   remaining candidate along the best beam, turned into per-step soft targets.
+3. generator (the served ``reranker``) update: KL to the soft targets plus cross-entropy on the
+   beam's choices, teacher-forced along the best beam. The ablation ``degre.dense=false`` skips
+   mining and uses one-hot targets from the logged list, clicks first.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
-from dnr.config import DataConfig, DNRConfig, ModelConfig, OptimConfig
+from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.batch import RerankBatch
-from dnr.losses import LX_ESTIMATORS, ScoreDistribution, adversarial_loss, masked_bce
+from dnr.losses import (LX_ESTIMATORS, ScoreDistribution, adversarial_loss, cumulative_regression,
+                        masked_bce, soft_target_kl)
 from dnr.models import RerankerContext, build_generator, build_reranker, synthesize_scores
+from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_each_step
+from dnr.models.degre_search import (beam_search, clicks_first_order, logged_order, one_hot_targets,
+                                     prefix_utility, soft_targets, step_increments)
 
 ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 """Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
@@ -53,12 +67,24 @@ class TrainParts:
     """Optimizer over phi."""
     real_scores: Optional[ScoreDistribution] = None
     """Running real-score distribution p_x for L_x; saved with the checkpoint."""
+    evaluator: Optional[nn.Module] = None
+    """DeGRe lookahead evaluator (training only, never served); None for the prm family."""
+    evaluator_opt: Optional[torch.optim.Optimizer] = None
+    """Optimizer over the evaluator."""
 
 
 def build_train_parts(
-    model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig
+    model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
+    degre_cfg: Optional[DeGReConfig] = None,
 ) -> TrainParts:
-    """Fresh models and AdamW optimizers for ``model_cfg.score_mode`` (generators only for DNR)."""
+    """Fresh models and AdamW optimizers for ``model_cfg.family`` (``degre_cfg``: default DeGReConfig())."""
+    build = FAMILIES[model_cfg.family].build_parts
+    return build(model_cfg, data_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig())
+
+
+def _prm_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
+               degre_cfg: DeGReConfig) -> TrainParts:
+    """The PRM reranker; the DNR noise generators only for ``score_mode == 'denoise'``."""
     reranker = build_reranker(model_cfg, data_cfg)
     reranker_opt = _adamw(reranker, optim_cfg.lr, optim_cfg.weight_decay)
     if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
@@ -80,6 +106,11 @@ def generator_phase(dnr_cfg: DNRConfig, global_step: int) -> bool:
     return dnr_cfg.use_generator and global_step >= dnr_cfg.lambda_e
 
 
+def training_phase(model_cfg: ModelConfig, dnr_cfg: DNRConfig, global_step: int) -> str:
+    """The phase the training progress records: heuristic / adversarial (prm) or distill (degre)."""
+    return FAMILIES[model_cfg.family].phase(dnr_cfg, global_step)
+
+
 def train_step(
     batch: RerankBatch,
     parts: TrainParts,
@@ -87,19 +118,27 @@ def train_step(
     model_cfg: ModelConfig,
     dnr_cfg: DNRConfig,
     optim_cfg: OptimConfig,
+    degre_cfg: Optional[DeGReConfig] = None,
 ) -> dict[str, float]:
     """One optimisation step on ``batch`` (already on the models' device); returns the loss terms.
 
-    Keys: ``train/loss_direct`` and ``train/loss_theta`` always; ``train/loss_z`` for DNR;
-    ``train/loss_adv``, ``train/loss_x``, ``train/loss_phi`` after the switch. Values are this
-    worker's masked means (all-reducing them is the caller's business).
+    prm keys: ``train/loss_direct`` and ``train/loss_theta`` always; ``train/loss_z`` for DNR;
+    ``train/loss_adv``, ``train/loss_x``, ``train/loss_phi`` after the switch. degre keys:
+    ``train/loss_eval``, ``train/loss_distill``, ``train/loss_theta`` (the generator's total) and,
+    with dense supervision, ``train/loss_beam`` and ``train/mined_value`` (the best beam's
+    predicted utility). Values are this worker's means (all-reducing them is the caller's business).
     """
-    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
-        terms = supervised_update(batch, parts, optim_cfg)
-    else:
-        terms = _dnr_step(batch, parts, global_step, dnr_cfg, optim_cfg)
+    step = FAMILIES[model_cfg.family].step
+    terms = step(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig())
     # One device-to-host copy for all terms instead of one per .item().
     return dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
+
+
+def _prm_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_cfg: ModelConfig,
+              dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
+    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
+        return supervised_update(batch, parts, optim_cfg)
+    return _dnr_step(batch, parts, global_step, dnr_cfg, optim_cfg)
 
 
 def _dnr_step(
@@ -169,6 +208,103 @@ def generator_update(
     return {"train/loss_adv": loss_adv, "train/loss_x": loss_x, "train/loss_phi": loss}
 
 
+# ---- DeGRe ----
+
+
+def _degre_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
+                 degre_cfg: DeGReConfig) -> TrainParts:
+    """The generator (served: the ``reranker`` slot) and the lookahead evaluator (training only)."""
+    generator = DeGReGenerator(model_cfg, data_cfg, decode_len=degre_cfg.list_len)
+    evaluator = LookaheadEvaluator(model_cfg, degre_cfg, data_cfg)
+    return TrainParts(
+        reranker=generator, reranker_opt=_adamw(generator, optim_cfg.lr, optim_cfg.weight_decay),
+        evaluator=evaluator, evaluator_opt=_adamw(evaluator, degre_cfg.evaluator_lr, optim_cfg.weight_decay),
+    )
+
+
+def _degre_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_cfg: ModelConfig,
+                dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
+    if parts.evaluator is None:
+        raise ValueError("model.family is degre but TrainParts.evaluator is None")
+    terms = evaluator_update(batch, parts, optim_cfg)
+    return terms | distill_update(batch, parts, degre_cfg, optim_cfg)
+
+
+def evaluator_update(batch: RerankBatch, parts: TrainParts, optim_cfg: OptimConfig) -> dict[str, torch.Tensor]:
+    """Cumulative-utility regression of every prefix of the logged list (labelled, retriever order)."""
+    order = logged_order(batch)
+    gain = parts.evaluator(batch, order.index, order.valid)  # [B, L]
+    loss = cumulative_regression(gain, prefix_utility(batch, order), order.valid)
+    _apply(loss, parts.evaluator, parts.evaluator_opt, optim_cfg.grad_clip)
+    return {"train/loss_eval": loss}
+
+
+def mine(batch: RerankBatch, evaluator: nn.Module, degre_cfg: DeGReConfig) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Offline lookahead mining, no gradient: (best beam [B, K], soft targets [B, K, L] along it,
+    its predicted utility V_K [B]). The evaluator runs in eval mode: no dropout in the search."""
+    model = unwrap(evaluator)
+    with evaluating(model):
+        beams = beam_search(model, batch, degre_cfg.beam_width, degre_cfg.list_len)
+        best = beams.sequences[:, 0]
+        gain, open_ = step_increments(model, batch, best)
+    return best, soft_targets(gain, open_, degre_cfg.temperature), beams.values[:, 0]
+
+
+def distill_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConfig,
+                   optim_cfg: OptimConfig) -> dict[str, torch.Tensor]:
+    """Generator update, teacher-forced along the mined sequence (the logged one in the ablation):
+    KL to the soft targets + beam_weight * CE on the beam's choices, or CE on the logged list."""
+    length, steps = batch.list_len, degre_cfg.list_len
+    terms: dict[str, torch.Tensor] = {}
+    if degre_cfg.dense:
+        teacher, targets, value = mine(batch, parts.evaluator, degre_cfg)
+        has_list = batch.mask.any(dim=1)
+        terms["train/mined_value"] = torch.where(has_list, value, 0.0).sum() / has_list.sum().clamp_min(1)
+    else:
+        logged = clicks_first_order(batch).index
+        teacher = torch.nn.functional.pad(logged, (0, max(0, steps - length)), value=-1)[:, :steps]
+        targets = one_hot_targets(teacher, length)
+    logits = parts.reranker(batch, teacher)  # [B, K, L]
+    allowed = batch.mask.unsqueeze(1) & ~placed_before_each_step(teacher, length)
+    loss_distill = soft_target_kl(logits, targets, allowed)
+    loss = loss_distill
+    if degre_cfg.dense:
+        terms["train/loss_beam"] = soft_target_kl(logits, one_hot_targets(teacher, length), allowed)
+        loss = loss + degre_cfg.beam_weight * terms["train/loss_beam"]
+    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    return terms | {"train/loss_distill": loss_distill, "train/loss_theta": loss}
+
+
+# ---- the families ----
+
+
+@dataclass(frozen=True)
+class Family:
+    """How one ``model.family`` builds its parts, takes a step and names its phase."""
+
+    build_parts: Callable[[ModelConfig, DataConfig, DNRConfig, OptimConfig, DeGReConfig], TrainParts]
+    step: Callable[..., dict[str, torch.Tensor]]
+    """(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg) -> loss terms."""
+    phase: Callable[[DNRConfig, int], str]
+    """(dnr_cfg, global_step) -> the phase recorded in the training progress."""
+
+
+def _prm_phase(dnr_cfg: DNRConfig, global_step: int) -> str:
+    return "adversarial" if generator_phase(dnr_cfg, global_step) else "heuristic"
+
+
+def _degre_phase(dnr_cfg: DNRConfig, global_step: int) -> str:
+    return "distill"
+
+
+FAMILIES: dict[str, Family] = {
+    "prm": Family(_prm_parts, _prm_step, _prm_phase),
+    "degre": Family(_degre_parts, _degre_step, _degre_phase),
+}
+"""Training recipe per ``model.family`` (the keys of ``dnr.models.RERANKERS``)."""
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     """The module inside a DDP / DataParallel wrapper, else the model itself."""
     return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
@@ -178,6 +314,17 @@ def reranker_context(reranker: nn.Module, batch: RerankBatch) -> RerankerContext
     """Detached item embeddings and user vector of the (possibly wrapped) reranker."""
     with torch.no_grad():
         return unwrap(reranker).context(batch)
+
+
+@contextmanager
+def evaluating(module: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the duration, restoring the module's training flag on exit."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
 
 
 @contextmanager
