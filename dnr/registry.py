@@ -1,16 +1,40 @@
-"""Model versions in the lake's ``model_registry`` Delta table.
+"""Model versions in the lake's ``model_registry`` Delta table, and their lifecycle.
 
 One row per version, appended once its checkpoint is complete. The daily job asks the registry
 for the parent to warm-start from (the production model, else the newest candidate) and
 whether an equivalent version already exists (same parent, same window, same table version),
-which makes re-running a day a no-op.
+which makes re-running a day a no-op. The promotion gate and operators change statuses::
+
+    candidate  --promote-->   production  the previous production, if any, becomes retired
+    retired    --promote-->   production  (by hand) likewise
+    candidate  --reject--->   rejected    the gate refused it
+    production --rollback-->  rejected    the newest retired version becomes production again
+
+each in one commit, so a model line never has two production rows at any table version, and
+never none again once it has had one.
+
+Concurrency. A daily run may register while an operator promotes. Every write goes through
+``Registry._commit``: read a snapshot, check the invariants on it (version unique, at most one
+production per model line), and commit from that snapshot with a Delta ``txn`` action for the
+app id ``APP_ID``. delta-rs refuses a commit (``CommitFailedError``, "Concurrent transaction
+failed") when a commit made after its snapshot carries the same app id, so two registry writes
+are never both committed from one snapshot; the loser re-reads, re-checks and retries. Row-level
+``update``/``merge`` alone would not do: with deltalake 1.6.6 two ``update``s promoting two
+candidates that sit in different files both commit and leave two production rows. Status
+changes also rewrite the whole (small) table, which alone makes two of them conflict
+("a concurrent transaction deleted data this operation read").
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import getpass
+import os
+import random
 import time
-from dataclasses import asdict, dataclass, fields
+import warnings
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Callable
 
 import pyarrow as pa
 
@@ -19,6 +43,10 @@ from dnr.storage import Lake
 
 R = MODEL_REGISTRY.col
 STATUSES = ("candidate", "production", "retired", "rejected")
+#: app id of the Delta ``txn`` action every registry commit carries (see the module docstring)
+APP_ID = "dnr.model_registry"
+#: commitInfo key holding how many conflicting attempts preceded a registry commit (0: none)
+COMMIT_ATTEMPT_KEY = "dnrRegistryAttempt"
 
 
 @dataclass(frozen=True)
@@ -41,10 +69,25 @@ class ModelVersion:
     global_step: int | None = None
     run_name: str | None = None
     metrics_json: str | None = None
+    promoted_at: dt.datetime | None = None
+    retired_at: dt.datetime | None = None
+    status_reason: str | None = None
+    report_id: str | None = None
 
     def __post_init__(self):
         if self.status not in STATUSES:
             raise ValueError(f"model version {self.version}: status {self.status!r} not in {STATUSES}")
+
+
+_FIELDS = frozenset(f.name for f in fields(ModelVersion))
+
+
+class RegistryError(ValueError):
+    """A lifecycle change the registry refuses; the message names the version and why."""
+
+
+class VersionExistsError(RegistryError):
+    """``register`` of a version number that is taken: pick ``next_version`` and register again."""
 
 
 def _commit_conflict(exc: Exception) -> bool:
@@ -53,26 +96,62 @@ def _commit_conflict(exc: Exception) -> bool:
     return isinstance(exc, CommitFailedError) or "conflict" in str(exc).lower()
 
 
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry, as in some containers
+        return os.environ.get("USER", "unknown")
+
+
+@dataclass(frozen=True)
+class _Change:
+    """What one registry commit does: append new rows, or replace some rows (by version)."""
+
+    append: tuple[ModelVersion, ...] = ()
+    replace: tuple[ModelVersion, ...] = ()
+
+
 class Registry:
     """``Registry(lake).parent_for("dnr")``; rows are read fresh on every call."""
 
-    def __init__(self, lake: Lake):
+    def __init__(self, lake: Lake, retries: int = 8):
         self.lake = lake
         self.uri = lake.table_uri("model_registry")
+        self.retries = retries
+        """commits retried after a conflicting concurrent registry commit, re-checked each time."""
 
-    def versions(self, model_name: str | None = None) -> list[ModelVersion]:
-        """All versions (of one model line), oldest first."""
+    # -- read side -----------------------------------------------------------------------------
+
+    def _open(self, create: bool = False):
+        """The registry DeltaTable at its newest version; None if it does not exist (yet)."""
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        opts = self.lake.storage_options()
         try:
-            table = DeltaTable(self.uri, storage_options=self.lake.storage_options()).to_pyarrow_table()
+            return DeltaTable(self.uri, storage_options=opts)
         except TableNotFoundError:
-            return []
-        names = {f.name for f in fields(ModelVersion)}
-        rows = [ModelVersion(**{k: v for k, v in row.items() if k in names}) for row in table.to_pylist()]
-        rows = [r for r in rows if model_name is None or r.model_name == model_name]
+            if not create:
+                return None
+        # an empty table first, so every data commit has a snapshot to be conflict-checked
+        # against; two racing creations both succeed (the second is committed as version 1)
+        DeltaTable.create(self.uri, MODEL_REGISTRY.delta, mode="ignore", storage_options=opts)
+        return DeltaTable(self.uri, storage_options=opts)
+
+    @staticmethod
+    def _rows(raw: pa.Table) -> list[ModelVersion]:
+        rows = [ModelVersion(**{k: v for k, v in row.items() if k in _FIELDS}) for row in raw.to_pylist()]
         return sorted(rows, key=lambda r: (r.created_at, r.version))
+
+    def versions(self, model_name: str | None = None) -> list[ModelVersion]:
+        """All versions (of one model line), oldest first."""
+        table = self._open()
+        rows = self._rows(table.to_pyarrow_table()) if table is not None else []
+        return [r for r in rows if model_name is None or r.model_name == model_name]
 
     def get(self, version: str) -> ModelVersion:
         for row in self.versions():
@@ -103,21 +182,204 @@ class Registry:
         return None
 
     def next_version(self, model_name: str) -> str:
-        numbers = [int(r.version.rsplit("-v", 1)[1]) for r in self.versions(model_name)
-                   if r.version.rsplit("-v", 1)[-1].isdigit()]
+        """The next free number. Two writers may both get it: ``register`` then refuses the
+        second with ``VersionExistsError`` and the caller asks again."""
+        return self._next_number(self.versions(model_name), model_name)
+
+    def lineage(self, version: str) -> list[ModelVersion]:
+        """``version`` and its parents, newest first, back to the cold start (or to a parent
+        the registry does not hold: ``lineage(v)[-1].parent_version`` is then not None)."""
+        by_version = {r.version: r for r in self.versions()}
+        if version not in by_version:
+            raise KeyError(f"no model version {version!r} in {self.uri}")
+        chain = [by_version[version]]
+        while chain[-1].parent_version in by_version and len(chain) <= len(by_version):
+            chain.append(by_version[chain[-1].parent_version])
+        return chain
+
+    def show(self, version: str) -> str:
+        """A human-readable block: status, lineage, data, checkpoint, times, config, metrics."""
+        from dnr.registry_cli import describe_version
+
+        return describe_version(self.get(version), self.lineage(version))
+
+    def listing(self, model_name: str | None = None) -> str:
+        """Every version (of one model line) as an aligned text table, oldest first."""
+        from dnr.registry_cli import versions_table
+
+        return versions_table(self.versions(model_name))
+
+    # -- write side ----------------------------------------------------------------------------
+
+    def register(self, version: ModelVersion, retries: int | None = None) -> ModelVersion:
+        """Append one row. Refuses a version number that exists (``VersionExistsError``) and a
+        second production row of a model line (use ``promote``); both checked on the snapshot
+        the append is committed from."""
+
+        def plan(rows: list[ModelVersion]) -> _Change:
+            if any(r.version == version.version for r in rows):
+                raise VersionExistsError(
+                    f"model version {version.version} is already registered in {self.uri}; "
+                    f"register it as {self._next_number(rows, version.model_name)} instead")
+            prod = self._production_of(rows, version.model_name)
+            if version.status == "production" and prod is not None:
+                raise RegistryError(f"cannot register {version.version} as production: {prod.version} "
+                                    f"is production of {version.model_name}; register a candidate "
+                                    f"and promote it")
+            return _Change(append=(version,))
+
+        self._commit(f"register {version.version}", plan, retries)
+        return version
+
+    def promote(self, version: str, reason: str, report_id: str | None = None,
+                by: str | None = None) -> ModelVersion:
+        """Make ``version`` (a candidate or retired version) production and retire the current
+        production of its model line, in one commit. Returns the promoted row."""
+        who = f"replay report {report_id}" if report_id else (by or _operator())
+
+        def plan(rows: list[ModelVersion]) -> _Change | None:
+            target = self._find(rows, version)
+            if target.status == "production":
+                return None
+            if target.status not in ("candidate", "retired"):
+                raise RegistryError(f"cannot promote {version}: it is {target.status} "
+                                    f"({target.status_reason or 'no reason recorded'}); only "
+                                    f"candidate or retired versions can be promoted")
+            now = _now()
+            new = replace(target, status="production", promoted_at=now, retired_at=None,
+                          status_reason=f"promoted by {who}: {reason}", report_id=report_id)
+            old = self._production_of(rows, target.model_name)
+            changes = [new] if old is None else [new, replace(
+                old, status="retired", retired_at=now, report_id=report_id,
+                status_reason=f"retired by {who}: {version} promoted: {reason}")]
+            return _Change(replace=tuple(changes))
+
+        change = self._commit(f"promote {version}", plan, reason=reason)
+        if change is None:
+            warnings.warn(f"{version} is already production; nothing changed", stacklevel=2)
+            return self.get(version)
+        return change.replace[0]
+
+    def reject(self, version: str, reason: str, report_id: str | None = None,
+               by: str | None = None) -> ModelVersion:
+        """Mark a candidate ``rejected`` (the gate refused it). Returns the rejected row."""
+        who = f"replay report {report_id}" if report_id else (by or _operator())
+
+        def plan(rows: list[ModelVersion]) -> _Change:
+            target = self._find(rows, version)
+            if target.status != "candidate":
+                raise RegistryError(f"cannot reject {version}: it is {target.status}, not a candidate"
+                                    + ("; use rollback to demote the production version"
+                                       if target.status == "production" else ""))
+            return _Change(replace=(replace(target, status="rejected", report_id=report_id,
+                                            status_reason=f"rejected by {who}: {reason}"),))
+
+        return self._commit(f"reject {version}", plan, reason=reason).replace[0]
+
+    def rollback(self, model_name: str, reason: str,
+                 by: str | None = None) -> tuple[ModelVersion, ModelVersion]:
+        """Restore the most recently retired version of ``model_name`` to production and mark
+        the current production ``rejected``, in one commit. Repeated rollbacks walk further back.
+        Returns (restored, demoted)."""
+        who = by or _operator()
+
+        def plan(rows: list[ModelVersion]) -> _Change:
+            current = self._production_of(rows, model_name)
+            if current is None:
+                raise RegistryError(f"cannot roll back {model_name}: it has no production version")
+            retired = [r for r in rows if r.model_name == model_name and r.status == "retired"]
+            if not retired:
+                raise RegistryError(f"cannot roll back {model_name}: no retired version to restore "
+                                    f"({current.version} is production)")
+            back = max(retired, key=lambda r: (r.retired_at or dt.datetime.min.replace(
+                tzinfo=dt.timezone.utc), r.created_at))
+            now = _now()
+            return _Change(replace=(
+                replace(back, status="production", promoted_at=now, retired_at=None, report_id=None,
+                        status_reason=f"restored by {who} (rollback of {current.version}): {reason}"),
+                replace(current, status="rejected", retired_at=now, report_id=None,
+                        status_reason=f"rolled back by {who}: {reason}")))
+
+        restored, demoted = self._commit(f"rollback {model_name}", plan, reason=reason).replace
+        return restored, demoted
+
+    # -- one commit ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(rows: list[ModelVersion], version: str) -> ModelVersion:
+        for row in rows:
+            if row.version == version:
+                return row
+        raise KeyError(f"no model version {version!r} in the registry")
+
+    @staticmethod
+    def _production_of(rows: list[ModelVersion], model_name: str) -> ModelVersion | None:
+        prod = [r for r in rows if r.model_name == model_name and r.status == "production"]
+        return prod[-1] if prod else None
+
+    @staticmethod
+    def _next_number(rows: list[ModelVersion], model_name: str) -> str:
+        numbers = [int(r.version.rsplit("-v", 1)[1]) for r in rows
+                   if r.model_name == model_name and r.version.rsplit("-v", 1)[-1].isdigit()]
         return f"{model_name}-v{max(numbers, default=0) + 1:04d}"
 
-    def register(self, version: ModelVersion, retries: int = 5) -> None:
-        """Append one row; concurrent appends are retried on Delta commit conflicts."""
-        from deltalake import write_deltalake
-
-        table = pa.Table.from_pylist([asdict(version)], schema=MODEL_REGISTRY.arrow)
+    def _commit(self, what: str, plan: Callable[[list[ModelVersion]], _Change | None],
+                retries: int | None = None, reason: str | None = None) -> _Change | None:
+        """Run ``plan`` on a fresh snapshot and commit its change from that snapshot; on a
+        conflicting concurrent commit, read again, plan again (re-checking), commit again.
+        Returns the committed change; None when ``plan`` found nothing to do."""
+        if reason is not None and not reason.strip():
+            raise RegistryError(f"{what}: a reason is required")
+        retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
+            table = self._open()
+            if table is None:
+                plan([])  # refuses before anything is created (e.g. promoting an unknown version)
+                table = self._open(create=True)
+            raw = table.to_pyarrow_table()
+            change = plan(self._rows(raw))
+            if change is None:
+                return None
             try:
-                write_deltalake(self.uri, table, mode="append",
-                                storage_options=self.lake.storage_options())
-                return
+                self._write(table, raw, change, f"{what}: {reason}" if reason else what, attempt)
+                return change
             except Exception as exc:  # noqa: BLE001 - re-raised unless a commit conflict
-                if attempt == retries or not _commit_conflict(exc):
+                if not _commit_conflict(exc):
                     raise
-                time.sleep(0.2 * (attempt + 1))
+                if attempt == retries:
+                    raise RegistryError(f"{what}: still conflicting with concurrent registry commits "
+                                        f"after {retries + 1} attempts: {exc}") from exc
+            time.sleep(random.uniform(0.05, 0.25) * (attempt + 1))
+
+    def _write(self, table, raw: pa.Table, change: _Change, note: str, attempt: int = 0) -> None:
+        """Commit ``change`` from ``table``'s snapshot (``raw`` is its content), never from a
+        newer one: that is what lets the conflict check see every registry commit made since."""
+        from deltalake import CommitProperties, Transaction, write_deltalake
+
+        if change.append:
+            mode, data = "append", pa.Table.from_pylist([asdict(v) for v in change.append],
+                                                        schema=MODEL_REGISTRY.arrow)
+        else:
+            mode, data = "overwrite", self._rewrite(raw, change.replace)
+        props = CommitProperties(
+            app_transactions=[Transaction(APP_ID, table.version() + 1)],
+            custom_metadata={"userMetadata": note, COMMIT_ATTEMPT_KEY: attempt})
+        write_deltalake(table, data, mode=mode, schema_mode="merge", commit_properties=props)
+
+    @staticmethod
+    def _rewrite(raw: pa.Table, changed: tuple[ModelVersion, ...]) -> pa.Table:
+        """The whole table with the ``changed`` rows replaced; columns this code does not know
+        (written by a newer schema) are kept as they are."""
+        by_version = {v.version: asdict(v) for v in changed}
+        rows = [{**row, **by_version.get(row[R.version], {})} for row in raw.to_pylist()]
+        ours = MODEL_REGISTRY.arrow
+        extra = [f for f in raw.schema if f.name not in ours.names]
+        return pa.Table.from_pylist(rows, schema=pa.schema([*ours, *extra]))
+
+
+if __name__ == "__main__":  # python -m dnr.registry ...: the CLI lives in dnr/registry_cli.py
+    import sys
+
+    from dnr.registry_cli import main
+
+    sys.exit(main())

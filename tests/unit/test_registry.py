@@ -1,13 +1,25 @@
-"""Registry rows on a real local Delta table, and the daily window plan built on them."""
+"""Registry rows on a real local Delta table: lineage, the promote / reject / rollback
+lifecycle, schema evolution, conflict-checked commits, the CLIs; and the daily window plan."""
 
+import dataclasses
 import datetime as dt
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
-from dnr.registry import ModelVersion, Registry
+from dnr.registry import ModelVersion, Registry, RegistryError, VersionExistsError, _Change
+from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
 from dnr.training.daily import plan_window
+
+REPO = Path(__file__).resolve().parents[2]
+NEW_COLUMNS = ("promoted_at", "retired_at", "status_reason", "report_id")
 
 
 def _version(n: int, status: str, parent=None, window=("2026-01-01", "2026-01-02"), table_version=0):
@@ -73,3 +85,171 @@ def test_window_plan():
 def test_bad_status_is_refused():
     with pytest.raises(ValueError, match="status 'live'"):
         _version(1, "live")
+
+
+def _registry(tmp_path, *versions: ModelVersion) -> Registry:
+    registry = Registry(Lake(str(tmp_path / "lake")))
+    for v in versions:
+        registry.register(v)
+    return registry
+
+
+def _table_version(registry: Registry) -> int:
+    return DeltaTable(registry.uri).version()
+
+
+def _statuses(registry: Registry) -> dict[str, str]:
+    return {v.version: v.status for v in registry.versions()}
+
+
+def test_promote_retires_the_previous_production_in_one_commit(tmp_path):
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate"))
+    first = registry.promote("dnr-v0001", reason="first model", by="alice")
+    assert first.status == "production" and first.status_reason == "promoted by alice: first model"
+    before = _table_version(registry)
+    second = registry.promote("dnr-v0002", reason="ndcg@6 +1.2%", report_id="rep-7")
+    assert _table_version(registry) == before + 1  # one commit moved both rows
+    old = registry.get("dnr-v0001")
+    assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "production"}
+    assert old.retired_at == second.promoted_at == registry.get("dnr-v0002").promoted_at
+    assert registry.get("dnr-v0002").status_reason == "promoted by replay report rep-7: ndcg@6 +1.2%"
+    assert old.report_id == "rep-7" and old.status_reason.startswith("retired by replay report rep-7")
+    assert registry.production("dnr").version == registry.parent_for("dnr").version == "dnr-v0002"
+
+
+def test_promote_refuses_what_is_not_a_candidate_and_a_second_promote_is_a_no_op(tmp_path):
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate"))
+    registry.reject("dnr-v0002", reason="loses to the retriever order", report_id="rep-3")
+    assert registry.get("dnr-v0002").status_reason == (
+        "rejected by replay report rep-3: loses to the retriever order")
+    with pytest.raises(RegistryError, match="cannot promote dnr-v0002: it is rejected"):
+        registry.promote("dnr-v0002", reason="try anyway")
+    with pytest.raises(KeyError, match="dnr-v0009"):
+        registry.promote("dnr-v0009", reason="no such version")
+    empty = Registry(Lake(str(tmp_path / "empty")))
+    with pytest.raises(KeyError, match="dnr-v0001"):
+        empty.promote("dnr-v0001", reason="no registry yet")
+    assert empty.versions() == [] and not (tmp_path / "empty").exists()
+    with pytest.raises(RegistryError, match="a reason is required"):
+        registry.promote("dnr-v0001", reason=" ")
+    registry.promote("dnr-v0001", reason="first")
+    before = _table_version(registry)
+    with pytest.warns(UserWarning, match="dnr-v0001 is already production"):
+        assert registry.promote("dnr-v0001", reason="again").status == "production"
+    assert _table_version(registry) == before
+    with pytest.raises(RegistryError, match="cannot reject dnr-v0001: it is production.*rollback"):
+        registry.reject("dnr-v0001", reason="no")
+
+
+def test_rollback_walks_back_through_retired_versions(tmp_path):
+    registry = _registry(tmp_path, *(_version(n, "candidate") for n in (1, 2, 3)))
+    with pytest.raises(RegistryError, match="dnr: it has no production version"):
+        registry.rollback("dnr", reason="nothing yet")
+    for n in (1, 2, 3):
+        registry.promote(f"dnr-v{n:04d}", reason=f"step {n}")
+    restored, demoted = registry.rollback("dnr", reason="CTR dropped", by="bob")
+    assert (restored.version, demoted.version) == ("dnr-v0002", "dnr-v0003")
+    assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "production", "dnr-v0003": "rejected"}
+    assert registry.get("dnr-v0003").status_reason == "rolled back by bob: CTR dropped"
+    assert registry.get("dnr-v0002").retired_at is None
+    restored, demoted = registry.rollback("dnr", reason="still bad", by="bob")
+    assert (restored.version, demoted.version) == ("dnr-v0001", "dnr-v0002")
+    with pytest.raises(RegistryError, match="no retired version to restore .dnr-v0001 is production"):
+        registry.rollback("dnr", reason="once more")
+    assert _statuses(registry)["dnr-v0001"] == "production"
+
+
+def test_register_refuses_a_taken_number_and_a_second_production(tmp_path):
+    registry = _registry(tmp_path, _version(1, "production"))
+    with pytest.raises(VersionExistsError, match="dnr-v0001 is already registered.*as dnr-v0002"):
+        registry.register(_version(1, "candidate"))
+    with pytest.raises(RegistryError, match="cannot register dnr-v0002 as production: dnr-v0001"):
+        registry.register(_version(2, "production"))
+    assert [v.version for v in registry.versions()] == ["dnr-v0001"]
+
+
+def test_a_table_with_the_old_schema_gains_the_lifecycle_columns(tmp_path):
+    registry = Registry(Lake(str(tmp_path / "lake")))
+    old = pa.schema([f for f in MODEL_REGISTRY.arrow if f.name not in NEW_COLUMNS])
+    rows = [{k: v for k, v in dataclasses.asdict(_version(n, "candidate")).items() if k in old.names}
+            for n in (1, 2)]
+    write_deltalake(registry.uri, pa.Table.from_pylist(rows, schema=old))
+    assert registry.get("dnr-v0001").promoted_at is None
+    registry.promote("dnr-v0001", reason="first on the old table")  # rewrite path
+    registry.register(_version(3, "candidate"))  # append path
+    stored = pa.schema(DeltaTable(registry.uri).schema().to_arrow())
+    assert all(name in stored.names for name in NEW_COLUMNS)
+    assert _statuses(registry) == {"dnr-v0001": "production", "dnr-v0002": "candidate",
+                                   "dnr-v0003": "candidate"}
+    assert registry.get("dnr-v0001").promoted_at is not None
+
+
+def test_a_change_committed_from_a_stale_snapshot_is_refused(tmp_path):
+    """The registry's guarantee, made deterministic: a writer that read the table before another
+    registry commit cannot commit. A blind append by the other writer is caught only by the Delta
+    txn app id every registry commit carries ("Concurrent transaction failed")."""
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate"))
+    stale = DeltaTable(registry.uri)
+    raw = stale.to_pyarrow_table()
+    registry.register(_version(3, "candidate"))  # the other writer: a blind append
+    v2 = dataclasses.replace(registry.get("dnr-v0002"), status="production")
+    with pytest.raises(CommitFailedError, match="Concurrent transaction failed"):
+        registry._write(stale, raw, _Change(replace=(v2,)), "promote from a stale snapshot")
+    with pytest.raises(CommitFailedError, match="Concurrent transaction failed"):
+        registry._write(stale, raw, _Change(append=(_version(3, "candidate"),)), "register again")
+
+    stale = DeltaTable(registry.uri)
+    raw = stale.to_pyarrow_table()
+    registry.promote("dnr-v0001", reason="the other writer won")  # a rewrite
+    with pytest.raises(CommitFailedError, match="(?i)concurrent"):
+        registry._write(stale, raw, _Change(replace=(v2,)), "promote from a stale snapshot")
+    assert _statuses(registry) == {"dnr-v0001": "production", "dnr-v0002": "candidate",
+                                   "dnr-v0003": "candidate"}
+
+
+def test_lineage_and_show(tmp_path):
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate", parent="dnr-v0001"),
+                         _version(3, "candidate", parent="dnr-v0002", table_version=7),
+                         _version(4, "candidate", parent="dnr-v0000"))
+    assert [v.version for v in registry.lineage("dnr-v0003")] == ["dnr-v0003", "dnr-v0002", "dnr-v0001"]
+    assert [v.version for v in registry.lineage("dnr-v0004")] == ["dnr-v0004"]
+    registry.promote("dnr-v0003", reason="good", report_id="rep-1")
+    text = registry.show("dnr-v0003")
+    for expected in ("status         production", "dnr-v0003 (production) <- dnr-v0002 (candidate) <- "
+                     "dnr-v0001 (candidate) <- (cold start)", "2026-01-01 .. 2026-01-02, request_logs "
+                     "table version 7", "promoted by replay report rep-1: good", "checkpoint     /ckpt/3"):
+        assert expected in text, text
+    assert "dnr-v0000 (not in the registry)" in registry.show("dnr-v0004")
+    lines = registry.listing("dnr").splitlines()
+    assert lines[0].split()[:3] == ["VERSION", "STATUS", "PARENT"] and len(lines) == 5
+    assert lines[3].split()[:2] == ["dnr-v0003", "production"]
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_registry_cli_and_promote_job(tmp_path):
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate", parent="dnr-v0001"))
+    lake = registry.lake.root
+    job = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0001", "--reason", "first")
+    assert job.returncode == 0, job.stderr
+    assert "production before: (none)" in job.stdout and "production after: dnr-v0001" in job.stdout
+    job = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0002", "--reason", "better",
+               "--report-id", "rep-2")
+    assert "dnr-v0002 -> production, dnr-v0001 -> retired" in job.stdout, job.stdout + job.stderr
+    job = _run("jobs/promote.py", "--lake", lake, "--rollback", "--reason", "regression")
+    assert "dnr-v0002 -> rejected, dnr-v0001 -> production" in job.stdout, job.stdout + job.stderr
+    job = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0002", "--reason", "again")
+    assert job.returncode == 1 and "refused: cannot promote dnr-v0002: it is rejected" in job.stderr
+
+    listing = _run("-m", "dnr.registry", "--lake", lake, "list", "--model", "dnr")
+    assert listing.returncode == 0, listing.stderr
+    assert [line.split()[:2] for line in listing.stdout.splitlines()[1:]] == [
+        ["dnr-v0001", "production"], ["dnr-v0002", "rejected"]]
+    show = _run("-m", "dnr.registry", "--lake", lake, "show", "dnr-v0002")
+    assert "rolled back by" in show.stdout and "dnr-v0002 (rejected) <- dnr-v0001 (production)" in show.stdout
+    prod = _run("-m", "dnr.registry", "--lake", lake, "production")
+    assert prod.returncode == 0 and prod.stdout.splitlines()[0] == "dnr-v0001"
+    missing = _run("-m", "dnr.registry", "--lake", lake, "show", "dnr-v0042")
+    assert missing.returncode == 1 and "no model version 'dnr-v0042'" in missing.stderr

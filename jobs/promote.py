@@ -1,0 +1,64 @@
+"""Move a model line's production version by hand: promote a version, or roll back.
+
+    python jobs/promote.py --lake ./lake --version dnr-v0004 --reason "replay report r-17 passed"
+    python jobs/promote.py --lake ./lake --version dnr-v0004 --reason "..." --report-id r-17
+    python jobs/promote.py --lake s3://bucket/lake --rollback --model dnr --reason "CTR dropped 3%"
+
+--version makes a candidate (or a retired version) production and retires the current one;
+--rollback restores the most recently retired version and marks the current one rejected
+(run it again to go further back). Either way in one registry commit, so the model line never
+has zero or two production versions. Prints production before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from dnr.registry import Registry, RegistryError
+from dnr.storage import Lake
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--lake", default="./lake", help="lake root: local directory or s3://bucket/prefix")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--version", help="the version to promote, e.g. dnr-v0004")
+    what.add_argument("--rollback", action="store_true", help="restore the previous production version")
+    p.add_argument("--model", default="dnr", help="model line to roll back (default: dnr)")
+    p.add_argument("--reason", required=True, help="why: recorded in the registry's status_reason")
+    p.add_argument("--report-id", default=None, help="replay report behind a promotion, if any")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    registry = Registry(Lake(args.lake))
+    try:
+        model = registry.get(args.version).model_name if args.version else args.model
+        before = registry.production(model)
+        print(f"[promote] {model} production before: {before.version if before else '(none)'}")
+        if args.rollback:
+            restored, demoted = registry.rollback(model, args.reason)
+            print(f"[promote] rolled back: {demoted.version} -> rejected, {restored.version} -> production")
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the no-op is reported below instead
+                promoted = registry.promote(args.version, args.reason, report_id=args.report_id)
+            if before is not None and before.version == promoted.version:
+                print(f"[promote] {promoted.version} is already production: nothing changed")
+            else:
+                print(f"[promote] {promoted.version} -> production"
+                      + (f", {before.version} -> retired" if before else ""))
+    except (KeyError, RegistryError) as exc:
+        print(f"[promote] refused: {exc.args[0]}", file=sys.stderr)
+        return 1
+    after = registry.production(model)
+    print(f"[promote] {model} production after: {after.version if after else '(none)'}\n")
+    print(registry.listing(model))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
