@@ -11,10 +11,14 @@ instead holds out the last *training* day(s) and never touches the test days: tu
 Every trained row gets the same budget (steps, batch size, learning rate, data order) from the
 dataset's preset; a seed fixes the model initialisation, the training order and the noise draws.
 Rows: the retriever order (no training), PRM with each naive score mode, DNR-G, DNR-B, three
-ablations of DNR-B, and on synthetic data the oracle order from ``true_click_prob``.
+ablations of DNR-B, the DeGRe rows (evaluator-only greedy, the generator distilled from
+beam-mined dense targets, the generator without dense supervision) and on synthetic data the
+oracle order from ``true_click_prob``. ``--rows`` picks a subset and ``--tag`` names its files.
 
 Writes ``bench/results/quality_<dataset>.md`` (mean ± std over seeds, plus a paired bootstrap
-of the N@6 differences over test requests) and ``quality_<dataset>.json`` (per-seed numbers).
+of the N@6 differences over test requests, and the cost of each trained row: training time per
+step, inference time per request, DeGRe's mining time per request) and ``quality_<dataset>.json``
+(per-seed numbers).
 """
 
 from __future__ import annotations
@@ -35,14 +39,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from dnr.config import DataConfig, DNRConfig, ModelConfig, OptimConfig
+from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.arrays import flat_values, list_layout
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
 from dnr.data.validate import split as validate_split
 from dnr.evaluation.metrics import MetricAccumulator, per_request_metrics
+from dnr.models.degre_search import evaluator_ranking
 from dnr.schemas import REQUEST_LOGS
-from dnr.training.step import build_train_parts, train_step
+from dnr.training.step import TrainParts, build_train_parts, mine, train_step
 
 C = REQUEST_LOGS.col
 K = 6
@@ -59,11 +64,21 @@ class Row:
 
     name: str
     scorer: str = "model"
-    """retriever (score = retriever score), oracle (score = true_click_prob) or model."""
+    """retriever (score = retriever score), oracle (score = true_click_prob), model (the served
+    model) or evaluator (the DeGRe evaluator decoding greedily, from the same training run)."""
     score_mode: str = ""
     """The reranker's ``model.score_mode`` (model rows only)."""
     dnr: tuple[tuple[str, object], ...] = ()
     """``DNRConfig`` fields this row overrides on top of the preset's."""
+    family: str = "prm"
+    """``model.family``: prm or degre."""
+    degre: tuple[tuple[str, object], ...] = ()
+    """``DeGReConfig`` fields this row overrides on top of the preset's."""
+
+    @property
+    def training(self) -> tuple:
+        """Rows with the same key share one training run per seed (evaluator vs generator rows)."""
+        return (self.family, self.score_mode, self.dnr, self.degre)
 
 
 ROWS: tuple[Row, ...] = (
@@ -79,11 +94,16 @@ ROWS: tuple[Row, ...] = (
     Row("DNR-B w/o L_x", score_mode="denoise", dnr=(("heuristic", "beta"), ("use_lx", False))),
     Row("DNR-B heuristic only", score_mode="denoise",
         dnr=(("heuristic", "beta"), ("use_generator", False))),
+    # DeGRe on the same backbone size and score mode as DNR; the first two share one training run.
+    Row("DeGRe evaluator greedy", scorer="evaluator", family="degre", score_mode="denoise"),
+    Row("DeGRe generator", family="degre", score_mode="denoise"),
+    Row("DeGRe generator w/o dense", family="degre", score_mode="denoise", degre=(("dense", False),)),
     Row("oracle (true_click_prob)", scorer="oracle"),
 )
 ROW_BY_NAME = {row.name: row for row in ROWS}
 NAIVE_ROWS = ("PRM concat", "PRM add", "PRM weight")
 DNR_ROWS = ("DNR-G", "DNR-B")
+DEGRE_ROWS = ("DeGRe evaluator greedy", "DeGRe generator", "DeGRe generator w/o dense")
 
 
 # ------------------------------------------------------------------------------------ presets
@@ -104,6 +124,8 @@ class BenchConfig:
     validation split, which has one training day less, transfers to the test split as is)."""
     switch_fraction: float
     """The model-based generator takes over after this fraction of the steps (lambda_e)."""
+    degre: DeGReConfig = DeGReConfig(evaluator_d_model=64, evaluator_lr=1e-2)
+    """DeGRe rows: K, beam, temperature and the evaluator (the generator is sized by ``model``)."""
     eval_batch_size: int = 512
 
     @property
@@ -244,24 +266,54 @@ def eval_batches(table: pa.Table, cfg: BenchConfig) -> list[RerankBatch]:
 # ------------------------------------------------------------------------------------ one run
 
 
-def row_configs(row: Row, cfg: BenchConfig) -> tuple[ModelConfig, DNRConfig]:
-    """The model and DNR configs of a trained row: the preset plus the row's overrides."""
-    model = dataclasses.replace(cfg.model, score_mode=row.score_mode)
+def row_configs(row: Row, cfg: BenchConfig) -> tuple[ModelConfig, DNRConfig, DeGReConfig]:
+    """The model, DNR and DeGRe configs of a trained row: the preset plus the row's overrides."""
+    model = dataclasses.replace(cfg.model, family=row.family, score_mode=row.score_mode)
     dnr = dataclasses.replace(cfg.dnr, lambda_e=cfg.lambda_e, **dict(row.dnr))
-    return model, dnr
+    return model, dnr, dataclasses.replace(cfg.degre, **dict(row.degre))
 
 
-def train_reranker(row: Row, cfg: BenchConfig, batches: Sequence[RerankBatch],
-                   seed: int) -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train one row's reranker on ``batches`` (the seed's order); returns it and the last losses."""
-    model_cfg, dnr_cfg = row_configs(row, cfg)
+@dataclass
+class Trained:
+    """One training run: its parts (eval mode), last loss terms and seconds per step."""
+
+    parts: TrainParts
+    terms: dict[str, float]
+    step_seconds: float
+
+
+def train_reranker(row: Row, cfg: BenchConfig, batches: Sequence[RerankBatch], seed: int) -> Trained:
+    """Train one row's models on ``batches`` (the seed's order)."""
+    model_cfg, dnr_cfg, degre_cfg = row_configs(row, cfg)
     torch.manual_seed(seed)  # initialisation and the generators' noise draws
-    parts = build_train_parts(model_cfg, cfg.data, dnr_cfg, cfg.optim)
+    parts = build_train_parts(model_cfg, cfg.data, dnr_cfg, cfg.optim, degre_cfg)
     parts.reranker.train()
     terms: dict[str, float] = {}
+    started = time.monotonic()
     for step, batch in enumerate(batches):
-        terms = train_step(batch, parts, step, model_cfg, dnr_cfg, cfg.optim)
-    return parts.reranker.eval(), terms
+        terms = train_step(batch, parts, step, model_cfg, dnr_cfg, cfg.optim, degre_cfg)
+    step_seconds = (time.monotonic() - started) / max(len(batches), 1)
+    for model in (parts.reranker, parts.evaluator):
+        if model is not None:
+            model.eval()
+    return Trained(parts, terms, step_seconds)
+
+
+def mining_seconds_per_request(trained: Trained, row: Row, cfg: BenchConfig,
+                               batches: Sequence[RerankBatch]) -> float:
+    """DeGRe's offline cost: beam search + dense targets with the trained evaluator, per request."""
+    degre_cfg = row_configs(row, cfg)[2]
+    started = time.monotonic()
+    for batch in batches:
+        mine(batch, trained.parts.evaluator, degre_cfg)
+    return (time.monotonic() - started) / sum(b.num_requests for b in batches)
+
+
+def row_scorer(row: Row, trained: Trained, cfg: BenchConfig) -> "Scorer":
+    if row.scorer == "evaluator":
+        steps, width = cfg.degre.list_len, 1  # greedy: the online counterpart of the generator
+        return lambda batch: evaluator_ranking(trained.parts.evaluator, batch, steps, width)
+    return trained.parts.reranker
 
 
 Scorer = Callable[[RerankBatch], torch.Tensor]
@@ -295,6 +347,8 @@ class Results:
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     per_request: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     seconds: dict[str, dict[int, float]] = field(default_factory=dict)
+    cost: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
+    """Trained rows: train_ms_per_step, infer_ms_per_request and, for DeGRe, mining_ms_per_request."""
 
     def add(self, row: str, seed: int, metrics: dict[str, float], per_request: np.ndarray, seconds: float):
         self.metrics.setdefault(row, {})[seed] = metrics
@@ -313,16 +367,28 @@ def run_benchmark(split: Split, rows: Sequence[Row], seeds: Sequence[int], cfg: 
     repeated for each seed (they do not depend on it)."""
     results = Results([r.name for r in rows], list(seeds))
     evals = eval_batches(split.eval, cfg)
+    eval_requests = sum(b.num_requests for b in evals)
     started = time.monotonic()
     fixed: dict[str, tuple[dict[str, float], np.ndarray]] = {}
     for seed in seeds:
         batches = training_batches(split.train, cfg, seed)
+        runs: dict[tuple, Trained] = {}
         for row in rows:
             t0, cpu0 = time.monotonic(), time.process_time()
-            if row.scorer == "model":
-                model, terms = train_reranker(row, cfg, batches, seed)
-                metrics, per_request = evaluate(model, evals)
-                loss = f"  loss_direct {terms['train/loss_direct']:.4f}"
+            if row.scorer in ("model", "evaluator"):
+                if row.training not in runs:
+                    runs[row.training] = train_reranker(row, cfg, batches, seed)
+                trained = runs[row.training]
+                t_eval = time.monotonic()
+                metrics, per_request = evaluate(row_scorer(row, trained, cfg), evals)
+                cost = {"train_ms_per_step": 1e3 * trained.step_seconds,
+                        "infer_ms_per_request": 1e3 * (time.monotonic() - t_eval) / eval_requests}
+                if row.family == "degre" and row.scorer == "model" and dict(row.degre).get("dense", True):
+                    cost["mining_ms_per_request"] = 1e3 * mining_seconds_per_request(
+                        trained, row, cfg, batches[:20])
+                results.cost.setdefault(row.name, {})[seed] = cost
+                name = "train/loss_direct" if "train/loss_direct" in trained.terms else "train/loss_theta"
+                loss = f"  {name.removeprefix('train/')} {trained.terms[name]:.4f}"
             else:
                 if row.scorer not in fixed:
                     fixed[row.scorer] = evaluate(FIXED_SCORERS[row.scorer], evals)
@@ -363,6 +429,8 @@ def markdown(results: Results, header: str) -> str:
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     pairs = [(d, n) for d in DNR_ROWS for n in (*NAIVE_ROWS, "retriever order")
              if d in results.rows and n in results.rows]
+    pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", "retriever order")
+              if d in results.rows and n in results.rows]
     if pairs:
         lines += ["", f"N@{K} differences. *seeds*: mean ± std over seeds of the per-seed difference; "
                       "*beyond spread*: mean difference > std(DNR) + std(baseline) of the table above. "
@@ -380,7 +448,30 @@ def markdown(results: Results, header: str) -> str:
             std = per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0
             lines.append(f"| {dnr_row} − {base} | {per_seed.mean():+.4f} ± {std:.4f} | {beyond} | "
                          f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+    lines += cost_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def cost_lines(results: Results) -> list[str]:
+    """Mean over seeds of each trained row's training, inference and mining times."""
+    rows = [r for r in results.rows if r in results.cost]
+    if not rows:
+        return []
+    lines = ["", "Cost, mean over seeds, in this process (1 torch thread, shared CPU: compare rows, not "
+             "machines). *train*: one training step of a batch; *inference*: scoring the evaluation "
+             "requests in batches of 512, per request; *mining*: DeGRe's beam search + dense targets "
+             "with the trained evaluator on 20 training batches, per request.", "",
+             "| row | train ms/step | inference ms/request | mining ms/request |", "|---|---|---|---|"]
+    for row in rows:
+        per_seed = list(results.cost[row].values())
+
+        def mean(key: str) -> str:
+            values = [c[key] for c in per_seed if key in c]
+            return f"{np.mean(values):.3f}" if values else "–"
+
+        lines.append(f"| {row} | {mean('train_ms_per_step')} | {mean('infer_ms_per_request')} | "
+                     f"{mean('mining_ms_per_request')} |")
+    return lines
 
 
 def to_json(results: Results, meta: dict) -> dict:
@@ -388,7 +479,8 @@ def to_json(results: Results, meta: dict) -> dict:
         "meta": meta,
         "seeds": results.seeds,
         "rows": {
-            row: {str(s): {**results.metrics[row][s], "seconds": round(results.seconds[row][s], 2)}
+            row: {str(s): {**results.metrics[row][s], "seconds": round(results.seconds[row][s], 2),
+                           **results.cost.get(row, {}).get(s, {})}
                   for s in results.seeds}
             for row in results.rows
         },
@@ -406,7 +498,7 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
     _, owner, _ = list_layout(eval_labels)
     positives = np.bincount(owner, weights=flat_values(eval_labels, 0), minlength=split.eval.num_rows)
     ranked = int((positives > 0).sum())
-    trained = sum(r.scorer == "model" for r in rows)
+    trained = len({r.training for r in rows if r.scorer in ("model", "evaluator")})
     return [
         f"train days {split.train_days[0]}..{split.train_days[-1]} ({len(split.train_days)}), "
         f"{split.eval_name} days {split.eval_days[0]}..{split.eval_days[-1]} ({len(split.eval_days)})",
@@ -421,6 +513,9 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets",
         f"DNR: lambda_m {cfg.dnr.lambda_m}, lambda_x {cfg.dnr.lambda_x}, lambda_c {cfg.dnr.lambda_c}, "
         f"L_x {cfg.dnr.lx_estimator}",
+        f"DeGRe: K {cfg.degre.list_len}, beam {cfg.degre.beam_width}, temperature {cfg.degre.temperature}, "
+        f"beam_weight {cfg.degre.beam_weight}, evaluator d {cfg.degre.evaluator_d_model} x "
+        f"{cfg.degre.evaluator_layers} layer(s), lr {cfg.degre.evaluator_lr:g}",
         f"runs: {trained} trained rows x {len(seeds)} seeds = {trained * len(seeds)} trainings, "
         f"{trained * len(seeds) * cfg.steps:,} steps",
     ]
@@ -436,7 +531,9 @@ def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[i
         f"row: {cfg.steps} steps ({cfg.epochs(split.train.num_rows):.2f} epochs) of batch {cfg.data.batch_size}, "
         f"AdamW lr {cfg.optim.lr:g}, same data order per seed; DNR: generator lr {cfg.optim.generator_lr:g}, "
         f"lambda_m={cfg.dnr.lambda_m}, lambda_x={cfg.dnr.lambda_x}, lambda_c={cfg.dnr.lambda_c}, "
-        f"lambda_e={cfg.lambda_e}. {extra}"
+        f"lambda_e={cfg.lambda_e}. DeGRe: K={cfg.degre.list_len}, beam {cfg.degre.beam_width}, "
+        f"temperature {cfg.degre.temperature}, beam_weight {cfg.degre.beam_weight}, evaluator "
+        f"d_model={cfg.degre.evaluator_d_model}, lr {cfg.degre.evaluator_lr:g}. {extra}"
     )
 
 
@@ -458,6 +555,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-fraction", type=float, help="lambda_e as a fraction of the steps")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md and .json go")
+    p.add_argument("--tag", default="", help="file name suffix: quality_<dataset>[_valid][_<tag>].md")
     return p.parse_args(argv)
 
 
@@ -517,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"process CPU time {cpu / 60:.1f} min.")
     text = markdown(results, header)
     print("\n" + text)
-    suffix = "" if args.split == "test" else "_valid"
+    suffix = ("" if args.split == "test" else "_valid") + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"quality_{args.dataset}{suffix}.md").write_text(text)
     meta = {"dataset": args.dataset, "split": args.split, "argv": sys.argv[1:] if argv is None else argv,

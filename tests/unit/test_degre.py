@@ -298,3 +298,24 @@ def test_served_generator_exports_with_a_dynamic_batch():
     smaller = tuple(a[:5] for a in args)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(*smaller), Served(generator)(*smaller))
+
+
+def test_quality_bench_degre_rows_share_a_run_and_report_their_cost():
+    from bench.quality import (PRESETS, ROW_BY_NAME, SyntheticData, markdown, run_benchmark, synthetic_table,
+                               time_split)
+    from dnr.config import DataConfig
+
+    cfg = dataclasses.replace(
+        PRESETS["synthetic"], data=DataConfig(max_list_len=50, history_len=10, num_buckets=1024, batch_size=32),
+        model=tiny_model(), degre=dataclasses.replace(DEGRE, list_len=6), steps=4)
+    split = time_split(synthetic_table(SyntheticData(num_items=2_000, train_days=1, requests_per_day=128,
+                                                     test_requests=128)), eval_days=1, valid=False)
+    names = ("retriever order", "DeGRe evaluator greedy", "DeGRe generator", "DeGRe generator w/o dense")
+    results = run_benchmark(split, [ROW_BY_NAME[n] for n in names], seeds=[0], cfg=cfg, log=lambda line: None)
+    cost = {row: results.cost[row][0] for row in names[1:]}
+    # the evaluator row reuses the generator row's training run: same measured step time
+    assert cost["DeGRe evaluator greedy"]["train_ms_per_step"] == cost["DeGRe generator"]["train_ms_per_step"]
+    assert cost["DeGRe generator"]["mining_ms_per_request"] > 0
+    assert "mining_ms_per_request" not in cost["DeGRe generator w/o dense"]
+    text = markdown(results, "### tiny")
+    assert "| DeGRe generator − retriever order |" in text and "| row | train ms/step |" in text
