@@ -1,0 +1,59 @@
+"""model.family=degre through the real daily path: Ray Train DDP, checkpoint, registry, replay
+evaluation, and a warm start that continues both the generator and the evaluator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from deltalake import DeltaTable
+
+from dnr.config import load_config
+from dnr.registry import Registry
+from dnr.training import checkpoint as ckpt
+from dnr.training.daily import _steps_per_epoch, run_daily
+from tests.integration.test_train import LENIENT_GATE, TINY, add_days, ds
+
+pytestmark = pytest.mark.integration
+
+DEGRE = ["model.family=degre", "train.model_name=degre", "degre.list_len=4", "degre.beam_width=2",
+         "degre.evaluator_d_model=16", "degre.evaluator_heads=2"]
+
+
+def test_degre_daily_runs_train_register_replay_and_warm_start(ray_cluster, local_lake):
+    add_days(local_lake, 0, 3)
+    cfg = load_config(None, TINY + LENIENT_GATE + DEGRE)
+
+    first = run_daily(local_lake, cfg, verbose=False)
+    assert first.status == "trained" and first.window == (ds(0), ds(1))
+    assert first.global_step == _steps_per_epoch(512, cfg)
+    assert first.replay_decision is not None  # the generator's lists went through the same replay
+    row = Registry(local_lake).versions("degre")[0]
+    assert row.family == "degre" and row.version == first.version
+
+    loaded = ckpt.load(first.checkpoint_uri)
+    assert {"reranker", "reranker_opt", "evaluator", "evaluator_opt"} <= set(loaded.state)
+    assert "generator" not in loaded.state  # DNR's noise generator has no place in a degre run
+    assert loaded.progress.phase == "distill"
+    assert int(loaded.state["reranker"]["steps"]) == 4  # the served generator decodes K = 4
+    reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
+    assert [(r["ds"], r["candidate_version"]) for r in reports] == [(ds(2), first.version)]
+
+    add_days(local_lake, 3, 1)
+    second = run_daily(local_lake, cfg, verbose=False)
+    assert second.status == "trained" and second.parent_version == first.version
+    assert second.global_step == first.global_step + _steps_per_epoch(256, cfg)
+    warm = ckpt.load(second.checkpoint_uri)
+    moved = [k for k, v in warm.state["evaluator"].items()
+             if v.is_floating_point() and not torch.equal(v, loaded.state["evaluator"][k])]
+    assert moved, "the evaluator did not continue training from the parent"
+    first_adam = loaded.state["evaluator_opt"]["state"][0]["step"]
+    assert warm.state["evaluator_opt"]["state"][0]["step"] > first_adam  # optimizer state carried over
+
+    events = list(Path(local_lake.uri("tensorboard", second.run_name)).glob("events.out.tfevents.*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()
+    assert {"train/loss_eval", "train/loss_distill", "train/loss_beam", "train/mined_value",
+            "train/loss_theta", "train/evaluator_lr"} <= set(tags["scalars"])
