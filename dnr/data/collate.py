@@ -25,6 +25,12 @@ def _column(table: pa.Table, name: str) -> pa.Array:
     return col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
 
 
+def _ids(arr: pa.Array, cfg: DataConfig, hash_ids: bool) -> np.ndarray:
+    """Flat item ids of a list column (nulls as id 0), hashed into buckets unless ``hash_ids`` is False."""
+    ids = flat_values(arr, 0)
+    return bucketize(ids, cfg.num_buckets, cfg.hash_seed) if hash_ids else ids.astype(np.int64, copy=False)
+
+
 def pad_lists(arr: pa.Array, width: int, fill, dtype, keep: str = "head",
               values: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Pad a list column to ``[B, width]``; returns (values, mask).
@@ -46,13 +52,16 @@ def pad_lists(arr: pa.Array, width: int, fill, dtype, keep: str = "head",
     return out, mask
 
 
-def collate(table: pa.Table | pa.RecordBatch, cfg: DataConfig) -> RerankBatch:
+def collate(table: pa.Table | pa.RecordBatch, cfg: DataConfig, *, hash_ids: bool = True) -> RerankBatch:
     """Validated request-log rows -> ``RerankBatch`` padded to the batch's longest list.
 
     Expects rows that passed :mod:`dnr.data.validate` (equal list lengths, 1..max_list_len
     candidates). Item ids of candidates and history are hashed into ``cfg.num_buckets``
     buckets (0 = padding). Label mask: a candidate counts when it is real and, if the row
     has ``exposed``, was shown; a null ``exposed`` means every candidate was labelled.
+
+    ``hash_ids=False`` leaves the raw int64 item ids in ``item_ids`` and ``history_ids`` (0 at
+    padding): the exported serving program hashes them itself (:mod:`dnr.serving`).
     """
     if isinstance(table, pa.RecordBatch):
         table = pa.Table.from_batches([table])
@@ -60,8 +69,7 @@ def collate(table: pa.Table | pa.RecordBatch, cfg: DataConfig) -> RerankBatch:
     lengths, _, _ = list_layout(candidates)
     width = max(int(lengths.max(initial=0)), 1)
 
-    hashed = bucketize(flat_values(candidates, 0), cfg.num_buckets, cfg.hash_seed)
-    item_ids, mask = pad_lists(candidates, width, 0, np.int64, values=hashed)
+    item_ids, mask = pad_lists(candidates, width, 0, np.int64, values=_ids(candidates, cfg, hash_ids))
     scores, _ = pad_lists(_column(table, C.retriever_scores), width, 0.0, np.float32)
     labels, _ = pad_lists(_column(table, C.labels), width, 0, np.float32)
 
@@ -74,9 +82,8 @@ def collate(table: pa.Table | pa.RecordBatch, cfg: DataConfig) -> RerankBatch:
             label_mask &= np.where(has_exposure[:, None], shown, True)
 
     history = _column(table, C.history_item_ids)
-    hist_hashed = bucketize(flat_values(history, 0), cfg.num_buckets, cfg.hash_seed)
     history_ids, history_mask = pad_lists(history, cfg.history_len, 0, np.int64, keep="tail",
-                                          values=hist_hashed)
+                                          values=_ids(history, cfg, hash_ids))
 
     true_click_prob = None
     if C.true_click_prob in table.column_names:
