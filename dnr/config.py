@@ -203,6 +203,8 @@ class TrainConfig:
     """Cap on the steps of one run; 0 = no limit (smoke runs set it)."""
     model_name: str = "dnr"
     """Registry model line; run names are <model_name>-<ds> (used in paths, so [a-z0-9_-])."""
+    lease_ttl_s: float = 1800.0
+    """Expiry of the run's lease on the lake (renewed every third of it while the run lives)."""
 
     def __post_init__(self):
         _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -213,6 +215,8 @@ class TrainConfig:
                self.checkpoint_every_steps, "must be >= 0 (0 = end of each epoch)")
         _check(self.max_failures >= -1, "train.max_failures", self.max_failures,
                "must be >= -1 (-1 = unlimited)")
+        _check(self.lease_ttl_s >= 10.0, "train.lease_ttl_s", self.lease_ttl_s,
+               "must be >= 10 seconds (far above any clock skew between hosts)")
         _check(self.max_steps >= 0, "train.max_steps", self.max_steps, "must be >= 0 (0 = no limit)")
         _check(isinstance(self.model_name, str) and _MODEL_NAME.fullmatch(self.model_name) is not None,
                "train.model_name", self.model_name,
@@ -305,6 +309,8 @@ class DeGReConfig:
     """False is the ablation without dense supervision: one-hot targets from the logged list, clicks first."""
     beam_weight: float = 0.5
     """Weight of the cross-entropy on the beam's own choice, added to the dense-target KL."""
+    increment_weight: float = 1.0
+    """Weight of the per-step BCE of each increment on its logged click, added to the cumulative regression."""
     evaluator_d_model: int = 64
     """Width of the evaluator's item embeddings and transformer."""
     evaluator_layers: int = 1
@@ -319,6 +325,7 @@ class DeGReConfig:
         _check(self.beam_width >= 1, "degre.beam_width", self.beam_width, "must be >= 1")
         _check(self.temperature > 0.0, "degre.temperature", self.temperature, "must be > 0")
         _check(self.beam_weight >= 0.0, "degre.beam_weight", self.beam_weight, "must be >= 0")
+        _check(self.increment_weight >= 0.0, "degre.increment_weight", self.increment_weight, "must be >= 0")
         _check(self.evaluator_d_model >= 1, "degre.evaluator_d_model", self.evaluator_d_model, "must be >= 1")
         _check(self.evaluator_layers >= 1, "degre.evaluator_layers", self.evaluator_layers, "must be >= 1")
         _check(self.evaluator_heads >= 1 and self.evaluator_d_model % self.evaluator_heads == 0,

@@ -131,8 +131,8 @@ class _Meter:
 
 
 LOSS_KEYS = ["train/loss_direct", "train/loss_z", "train/loss_theta", "train/loss_adv",
-             "train/loss_x", "train/loss_phi", "train/loss_eval", "train/loss_distill", "train/loss_beam",
-             "train/mined_value"]
+             "train/loss_x", "train/loss_phi", "train/loss_cumulative", "train/loss_increment",
+             "train/loss_eval", "train/loss_distill", "train/loss_beam", "train/mined_value"]
 
 
 def train_loop_per_worker(loop_cfg: dict) -> None:

@@ -17,7 +17,8 @@ The DNR step (``model.score_mode == 'denoise'``), at global step t:
 
 The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
 
-1. evaluator update on the logged list: cumulative-utility regression of every prefix.
+1. evaluator update on the logged list: cumulative-utility regression of every prefix, plus the
+   BCE of each increment on its click (weight ``degre.increment_weight``).
 2. mining with the updated evaluator, no gradient: beam search, then the increments of every
    remaining candidate along the best beam, turned into per-step soft targets.
 3. generator (the served ``reranker``) update: KL to the soft targets plus cross-entropy on the
@@ -124,7 +125,8 @@ def train_step(
 
     prm keys: ``train/loss_direct`` and ``train/loss_theta`` always; ``train/loss_z`` for DNR;
     ``train/loss_adv``, ``train/loss_x``, ``train/loss_phi`` after the switch. degre keys:
-    ``train/loss_eval``, ``train/loss_distill``, ``train/loss_theta`` (the generator's total) and,
+    ``train/loss_eval`` (= ``loss_cumulative`` + increment_weight * ``loss_increment``),
+    ``train/loss_distill``, ``train/loss_theta`` (the generator's total) and,
     with dense supervision, ``train/loss_beam`` and ``train/mined_value`` (the best beam's
     predicted utility). Values are this worker's means (all-reducing them is the caller's business).
     """
@@ -226,17 +228,22 @@ def _degre_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_c
                 dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
     if parts.evaluator is None:
         raise ValueError("model.family is degre but TrainParts.evaluator is None")
-    terms = evaluator_update(batch, parts, optim_cfg)
+    terms = evaluator_update(batch, parts, degre_cfg, optim_cfg)
     return terms | distill_update(batch, parts, degre_cfg, optim_cfg)
 
 
-def evaluator_update(batch: RerankBatch, parts: TrainParts, optim_cfg: OptimConfig) -> dict[str, torch.Tensor]:
-    """Cumulative-utility regression of every prefix of the logged list (labelled, retriever order)."""
+def evaluator_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConfig,
+                     optim_cfg: OptimConfig) -> dict[str, torch.Tensor]:
+    """Cumulative-utility regression of every prefix of the logged list (labelled, retriever
+    order) + increment_weight * BCE of each increment on its click."""
     order = logged_order(batch)
-    gain = parts.evaluator(batch, order.index, order.valid)  # [B, L]
-    loss = cumulative_regression(gain, prefix_utility(batch, order), order.valid)
+    logits = parts.evaluator(batch, order.index, order.valid)  # [B, L]
+    loss_cumulative = cumulative_regression(torch.sigmoid(logits), prefix_utility(batch, order), order.valid)
+    loss_increment = masked_bce(logits, batch.labels.gather(1, order.index.clamp_min(0)), order.valid)
+    loss = loss_cumulative + degre_cfg.increment_weight * loss_increment
     _apply(loss, parts.evaluator, parts.evaluator_opt, optim_cfg.grad_clip)
-    return {"train/loss_eval": loss}
+    return {"train/loss_cumulative": loss_cumulative, "train/loss_increment": loss_increment,
+            "train/loss_eval": loss}
 
 
 def mine(batch: RerankBatch, evaluator: nn.Module, degre_cfg: DeGReConfig) -> tuple[

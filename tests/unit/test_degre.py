@@ -85,7 +85,7 @@ def test_evaluator_forward_matches_its_step_wise_increments():
     batch = make_batch(num_requests=6)
     order = logged_order(batch)
     with torch.no_grad():
-        parallel = evaluator(batch, order.index, order.valid)
+        parallel = torch.sigmoid(evaluator(batch, order.index, order.valid))
         gain, _ = step_increments(evaluator, batch, order.index)
     stepwise = gain.gather(2, order.index.clamp_min(0).unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(parallel[order.valid], stepwise[order.valid], atol=1e-5, rtol=0)
@@ -101,7 +101,7 @@ def test_beam_search_finds_the_exhaustive_optimum():
     one = RerankBatch(**{f.name: getattr(batch, f.name)[:1].expand(len(lists), -1)
                          for f in dataclasses.fields(batch) if getattr(batch, f.name) is not None})
     with torch.no_grad():
-        values = evaluator(one, lists, torch.ones_like(lists, dtype=torch.bool)).sum(dim=1)
+        values = torch.sigmoid(evaluator(one, lists, torch.ones_like(lists, dtype=torch.bool))).sum(dim=1)
     best = values.argmax()
     assert beams.sequences[0, 0].tolist() == lists[best].tolist()
     assert beams.values[0, 0].item() == pytest.approx(values[best].item(), abs=1e-5)
@@ -191,7 +191,8 @@ def test_degre_step_lowers_the_distillation_loss(dense):
     assert isinstance(parts.reranker, DeGReGenerator) and parts.generator is None
     batch = make_batch(num_requests=16)
     history = [train_step(batch, parts, step, degre_model(), DNR, OPTIM, degre) for step in range(30)]
-    keys = {"train/loss_eval", "train/loss_distill", "train/loss_theta"}
+    keys = {"train/loss_cumulative", "train/loss_increment", "train/loss_eval", "train/loss_distill",
+            "train/loss_theta"}
     assert set(history[0]) == keys | ({"train/loss_beam", "train/mined_value"} if dense else set())
     first, last = history[:3], history[-3:]
 
@@ -200,6 +201,8 @@ def test_degre_step_lowers_the_distillation_loss(dense):
 
     assert mean(last, "train/loss_distill") < 0.8 * mean(first, "train/loss_distill")
     assert mean(last, "train/loss_eval") < mean(first, "train/loss_eval")
+    expected = history[-1]["train/loss_cumulative"] + degre.increment_weight * history[-1]["train/loss_increment"]
+    assert history[-1]["train/loss_eval"] == pytest.approx(expected)
     if dense:
         expected = history[-1]["train/loss_distill"] + degre.beam_weight * history[-1]["train/loss_beam"]
         assert history[-1]["train/loss_theta"] == pytest.approx(expected)
@@ -212,7 +215,7 @@ def test_each_degre_update_changes_only_its_model():
     parts = build_train_parts(degre_model(), TINY_DATA, DNR, OPTIM, DEGRE)
     batch = make_batch()
     generator, evaluator = copy.deepcopy(parts.reranker.state_dict()), copy.deepcopy(parts.evaluator.state_dict())
-    evaluator_update(batch, parts, OPTIM)
+    evaluator_update(batch, parts, DEGRE, OPTIM)
     assert all(torch.equal(v, generator[k]) for k, v in parts.reranker.state_dict().items())
     assert all(p.grad is None for p in parts.reranker.parameters())
     evaluator = copy.deepcopy(parts.evaluator.state_dict())
