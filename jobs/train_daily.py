@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from dnr.config import describe_config, load_config
+from dnr.lease import LeaseHeld
 from dnr.runtime import start_ray
 from dnr.storage import Lake
 from dnr.training.daily import result_json, run_daily, summary_table
@@ -25,6 +26,8 @@ from dnr.training.daily import result_json, run_daily, summary_table
 LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores
 EMBEDDED_WORLD = dict(days=4, requests_per_day=2_000)
+#: exit status when another run holds the lake's lease (EX_TEMPFAIL: try again later)
+EXIT_LEASE_HELD = 75
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,7 +58,12 @@ def main(argv=None) -> int:
               f"world first ({EMBEDDED_WORLD['days']} days x {EMBEDDED_WORLD['requests_per_day']:,} requests)")
         write_request_logs(lake, WorldConfig(), **EMBEDDED_WORLD)
 
-    result = run_daily(lake, cfg, ds=args.ds, force=args.force)
+    try:
+        result = run_daily(lake, cfg, ds=args.ds, force=args.force)
+    except LeaseHeld as held:
+        # an overlapping schedule or a manual re-run: not a failure of this code, but nothing ran
+        print(f"[daily] not started: {held}", file=sys.stderr)
+        return EXIT_LEASE_HELD
     print("\n[daily] summary\n" + summary_table(result, lake))
     if args.json:
         Path(args.json).write_text(result_json(result) + "\n")

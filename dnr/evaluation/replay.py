@@ -117,11 +117,13 @@ def summarize(state: ReplayState, confidence: float) -> ReplaySummary:
 def score_day(data, spec: ReplaySpec, lake: Lake, cfg: JobConfig) -> ReplayState:
     """Stream the validated rows through the scoring actor pool; add the per-batch sums."""
     import ray
+    import ray.data
 
     use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1
     states = data.map_batches(
         ReplayScorer, fn_constructor_kwargs=dict(spec=spec, lake_root=lake.root, use_gpu=use_gpu),
-        batch_size=cfg.gate.batch_size, batch_format="pyarrow", concurrency=cfg.gate.num_scorers,
+        batch_size=cfg.gate.batch_size, batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=cfg.gate.num_scorers),
         num_gpus=1 if use_gpu else 0, num_cpus=1,
     )
     vectors = (np.asarray(row) for batch in states.iter_batches(batch_size=None, batch_format="pyarrow")
@@ -130,8 +132,13 @@ def score_day(data, spec: ReplaySpec, lake: Lake, cfg: JobConfig) -> ReplayState
 
 
 def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: str = "production",
-               ds: str | None = None, promote: bool = False, verbose: bool = True) -> ReplayResult:
-    """Evaluate, decide, report; with ``promote`` apply the decision to the registry. Needs a Ray."""
+               ds: str | None = None, promote: bool = False, verbose: bool = True,
+               before_commit=None) -> ReplayResult:
+    """Evaluate, decide, report; with ``promote`` apply the decision to the registry. Needs a Ray.
+
+    ``before_commit`` (no arguments) runs just before the registry changes, e.g. the daily
+    job's lease check: it raises to stop a run that lost the lake to another one.
+    """
     from dnr.training.daily import table_partitions
 
     say = print if verbose else (lambda *a, **k: None)
@@ -180,6 +187,8 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
         rows_quarantined=quarantine.rows_quarantined, requests_evaluated=evaluated)
     _append_report_row(lake, result, decision)
     if promote:
+        if before_commit is not None:
+            before_commit()
         result.registry_action = apply_decision(registry, cand, decision, report_id)
     result.seconds = time.monotonic() - started
     return result
@@ -187,12 +196,11 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
 
 def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, report_id: str) -> str:
     """Move the registry: promote (one commit with the retirement) or reject the candidate."""
-    reason = f"{decision.label} by replay report {report_id}"
-    if decision.promote:
-        registry.promote(cand.version, reason=reason, report_id=report_id)
+    if decision.promote:  # the registry prefixes "promoted by replay report <id>" itself
+        registry.promote(cand.version, reason="every gate check passed", report_id=report_id)
         return "promoted"
-    failed = "; ".join(c.name for c in decision.checks if not c.passed)
-    registry.reject(cand.version, reason=f"{reason}: failed {failed}", report_id=report_id)
+    failed = ", ".join(c.name for c in decision.checks if not c.passed)
+    registry.reject(cand.version, reason=f"failed {failed}", report_id=report_id)
     return "rejected"
 
 

@@ -4,7 +4,9 @@ For day D: the parent is the production model, else the newest candidate, else n
 start). The window is every partition after the parent's watermark up to D-1, read at the table
 version pinned now. Validation and quarantine run first, then a ``TorchTrainer`` trains the
 parent's models further on the kept rows, and a ``candidate`` row is registered once the final
-checkpoint is complete. Day D itself is held out for the replay evaluation.
+checkpoint is complete. Day D itself is held out: the run ends with its replay evaluation
+against the production model and the retriever order, and the gate's decision is applied to the
+registry when ``gate.auto_promote`` (:mod:`dnr.evaluation.replay`).
 """
 
 from __future__ import annotations
@@ -46,6 +48,13 @@ class DailyResult:
     checkpoint_uri: str | None = None
     tensorboard_uri: str | None = None
     run_name: str | None = None
+    replay_decision: str | None = None
+    """promote | reject from the replay evaluation of day ``ds``; None when it did not run."""
+    replay_report_uri: str | None = None
+    registry_action: str | None = None
+    """promoted | rejected when gate.auto_promote applied the decision."""
+    replay_note: str | None = None
+    """Why the replay evaluation did not run, when it did not."""
 
 
 def table_partitions(lake: Lake) -> tuple[int, list[str]]:
@@ -74,7 +83,22 @@ def _steps_per_epoch(rows: int, cfg: JobConfig) -> int:
 
 def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = False,
               verbose: bool = True) -> DailyResult:
-    """Train the next version for day ``ds`` (default: the newest partition). Needs a Ray."""
+    """Train the next version for day ``ds`` (default: the newest partition). Needs a Ray.
+
+    Holds the lake lease ``train_daily/<model_name>`` throughout: a second run on the same lake
+    and model line (an overlapping schedule, a manual re-run) fails fast with ``LeaseHeld``
+    naming the holder; a crashed run's lease expires after ``train.lease_ttl_s``.
+    """
+    from dnr.lease import LakeLease
+
+    name = f"train_daily/{cfg.train.model_name}"
+    with LakeLease(lake, name, ttl_s=cfg.train.lease_ttl_s, owner=f"run_daily ds={ds or 'newest'}",
+                   renew_every_s=cfg.train.lease_ttl_s / 3) as lease:
+        return _run_daily(lake, cfg, ds, force, verbose, lease)
+
+
+def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose: bool,
+               lease) -> DailyResult:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -102,6 +126,8 @@ def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = F
         say(f"[daily] {same.version} was already trained from parent {result.parent_version} on "
             f"{window[0]}..{window[1]} at table version {table_version}; nothing new (use --force)")
         result.status, result.version, result.checkpoint_uri = "skipped", same.version, same.checkpoint_uri
+        if same.status == "candidate":  # trained, but the run stopped before its evaluation
+            _replay(lake, cfg, result, partitions, say, lease)
         return result
 
     data = Window.open(lake, *window, version=table_version)
@@ -144,23 +170,59 @@ def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = F
     checkpoint_uri = ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
 
-    version = registry.next_version(name)
-    registry.register(ModelVersion(
-        version=version, model_name=name, family=cfg.model.family, status="candidate",
+    row = dict(
+        model_name=name, family=cfg.model.family, status="candidate",
         checkpoint_uri=checkpoint_uri, config_json=config_to_json(cfg),
         created_at=dt.datetime.now(dt.timezone.utc), parent_version=result.parent_version,
         window_start=window[0], window_end=window[1], table_version=table_version,
         rows_read=report.rows_read, rows_quarantined=report.rows_quarantined,
         global_step=int(metrics.get("global_step", 0)), run_name=run_name,
         metrics_json=json.dumps(metrics, sort_keys=True),
-    ))
+    )
+    lease.check()  # never commit if another run took the lake over meanwhile
+    version = _register(registry, row)
     result.status, result.version, result.run_name = "trained", version, run_name
     result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
     result.quarantine_reasons = report.reasons
     result.global_step, result.metrics = int(metrics.get("global_step", 0)), metrics
     result.checkpoint_uri, result.tensorboard_uri = checkpoint_uri, lake.uri("tensorboard", run_name)
+    _replay(lake, cfg, result, partitions, say, lease)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _replay(lake: Lake, cfg: JobConfig, result: DailyResult, partitions: list[str], say, lease) -> None:
+    """The held-out day's replay evaluation of the new version, and the gate (DESIGN.md section 6)."""
+    from dnr.evaluation.replay import comparison_table, run_replay
+
+    if not cfg.gate.enabled:
+        result.replay_note = "gate.enabled=false"
+    elif result.ds not in partitions:
+        result.replay_note = f"ds={result.ds} has not landed: run jobs/replay_eval.py when it has"
+    if result.replay_note:
+        say(f"[daily] replay evaluation skipped: {result.replay_note}")
+        return
+    replay = run_replay(lake, cfg, candidate=result.version, baseline="production", ds=result.ds,
+                        promote=cfg.gate.auto_promote, verbose=True, before_commit=lease.check)
+    say("[daily] replay evaluation\n" + comparison_table(replay))
+    result.replay_decision, result.replay_report_uri = replay.decision, replay.report_uri
+    result.registry_action = replay.registry_action
+
+
+def _register(registry: Registry, row: dict, attempts: int = 5) -> str:
+    """Register under the next free version number; another writer may take a number first."""
+    from dnr.registry import VersionExistsError
+
+    attempt = 0
+    while True:
+        version = registry.next_version(row["model_name"])
+        try:
+            registry.register(ModelVersion(version=version, **row))
+            return version
+        except VersionExistsError:
+            attempt += 1
+            if attempt == attempts:
+                raise
 
 
 def summary_table(result: DailyResult, lake: Lake) -> str:
@@ -177,6 +239,12 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
                  if k.startswith("train/loss")]
         rows += [("time", f"{result.seconds:.0f}s"), ("checkpoint", result.checkpoint_uri),
                  ("tensorboard", f"tensorboard --logdir {result.tensorboard_uri}")]
+    if result.replay_decision:
+        rows += [("replay decision", f"{result.replay_decision}"
+                  + (f" (registry: {result.registry_action})" if result.registry_action else "")),
+                 ("replay report", f"{result.replay_report_uri}/report.md")]
+    elif result.replay_note:
+        rows.append(("replay", f"skipped: {result.replay_note}"))
     rows.append(("next", f"when the next day has landed: python jobs/train_daily.py --lake {lake.root}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
