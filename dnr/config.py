@@ -175,6 +175,7 @@ class OptimConfig:
 
 
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_RESOURCE = re.compile(r"(?!(?:CPU|GPU|memory|object_store_memory)$)[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,9 @@ class TrainConfig:
     """Cap on the steps of one run; 0 = no limit (smoke runs set it)."""
     model_name: str = "dnr"
     """Registry model line; run names are <model_name>-<ds> (used in paths, so [a-z0-9_-])."""
+    worker_resource: str = ""
+    """Custom Ray resource each Train worker needs one unit of, to pin training to a node group
+    (e.g. the GPU group started with --resources='{"trainer": 4}'); empty = no constraint."""
     lease_ttl_s: float = 1800.0
     """Expiry of the run's lease on the lake (renewed every third of it while the run lives)."""
 
@@ -215,6 +219,9 @@ class TrainConfig:
                self.checkpoint_every_steps, "must be >= 0 (0 = end of each epoch)")
         _check(self.max_failures >= -1, "train.max_failures", self.max_failures,
                "must be >= -1 (-1 = unlimited)")
+        _check(self.worker_resource == "" or _RESOURCE.fullmatch(self.worker_resource) is not None,
+               "train.worker_resource", self.worker_resource,
+               "must be empty or a Ray custom resource name ([A-Za-z0-9_-], not CPU/GPU/memory)")
         _check(self.lease_ttl_s >= 10.0, "train.lease_ttl_s", self.lease_ttl_s,
                "must be >= 10 seconds (far above any clock skew between hosts)")
         _check(self.max_steps >= 0, "train.max_steps", self.max_steps, "must be >= 0 (0 = no limit)")

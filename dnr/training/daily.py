@@ -97,9 +97,23 @@ def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = F
         return _run_daily(lake, cfg, ds, force, verbose, lease)
 
 
+def scaling_config(cfg: JobConfig):
+    """The Ray Train workers of a run: ``num_workers`` x (CPUs, a GPU if ``use_gpu``, and one
+    unit of ``train.worker_resource`` when set)."""
+    from ray.train import ScalingConfig
+
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.worker_resource:
+        resources[cfg.train.worker_resource] = 1.0
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1.0
+    return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                         resources_per_worker=resources)
+
+
 def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose: bool,
                lease) -> DailyResult:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from dnr.training.loop import train_loop_per_worker
@@ -153,8 +167,7 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
             "parent_checkpoint": parent.checkpoint_uri if parent else None,
             "lineage": lineage, "steps_per_epoch": steps,
         },
-        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+        scaling_config=scaling_config(cfg),
         run_config=RunConfig(
             name=run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
             else lake.uri("checkpoints"),
