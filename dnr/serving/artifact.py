@@ -23,7 +23,7 @@ from torch import nn
 from dnr.config import JobConfig, config_from_dict
 from dnr.data.collate import collate
 from dnr.serving.archive import ArtifactError, check_archive
-from dnr.serving.export import ARTIFACT_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE
+from dnr.serving.export import ARTIFACT_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_BATCH
 
 
 def _as_tensor(value, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -40,7 +40,8 @@ class ServingReranker:
     """An exported reranker: ``score(...)`` on arrays, ``score_table(...)`` on request-log rows."""
 
     program: nn.Module
-    """The loaded program: (item_ids, mask, scores, history_ids, history_mask) -> logits [B, L]."""
+    """The loaded program: (item_ids, mask, scores, history_ids, history_mask) -> logits [B, L].
+    Call :meth:`score`: the program's own per-call input check is off (see ``load_artifact``)."""
     manifest: dict
     config: JobConfig
 
@@ -73,6 +74,8 @@ class ServingReranker:
         if history_ids.shape[0] != batch or history_mask.shape != history_ids.shape:
             raise ValueError(f"history_ids {tuple(history_ids.shape)} and history_mask "
                              f"{tuple(history_mask.shape)} must be [B={batch}, H]")
+        if batch > MAX_BATCH:
+            raise ValueError(f"batch of {batch} requests > {MAX_BATCH}: split it")
         if not 1 <= length <= self.max_list_len:
             raise ValueError(f"list length {length} outside 1..data.max_list_len={self.max_list_len}")
         if history_ids.shape[1] > self.history_len:
@@ -83,7 +86,7 @@ class ServingReranker:
             history_mask = torch.zeros(batch, 1, dtype=torch.bool)
         if batch == 0:
             return torch.empty(0, length)
-        with torch.no_grad():
+        with torch.inference_mode():
             return self.program(item_ids, mask, scores, history_ids, history_mask)
 
     def score_table(self, table: pa.Table | pa.RecordBatch) -> torch.Tensor:
@@ -124,6 +127,10 @@ def load_artifact(directory: str | Path) -> ServingReranker:
                             f"{manifest['artifact'].get('sha256')}: the file was changed after export")
     check_archive(data)
     program = torch.export.load(io.BytesIO(data)).module()
+    # torch checks every call's shapes against the export ranges through sympy, ~1-2 ms per call
+    # on this model (as much as the whole forward at B=1); ServingReranker.score checks the same
+    # ranges (B, 1 <= L <= max_list_len, H <= history_len, equal shapes) and casts the dtypes.
+    program.validate_inputs = False
     return ServingReranker(program=program, manifest=manifest, config=config_from_dict(manifest["config"]))
 
 

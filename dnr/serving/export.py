@@ -112,7 +112,7 @@ def _manifest(cfg: JobConfig, version: str | None, artifact: Path) -> dict:
                     "note": "applied inside the program: pass raw int64 item ids"},
         "inputs": [{"name": name, "dtype": dtype, "shape": list(shape), "description": text}
                    for name, (dtype, shape, text) in INPUTS.items()],
-        "output": dict(zip(("name", "dtype", "shape", "description"), (*OUTPUT[:2], list(OUTPUT[2]), OUTPUT[3]))),
+        "output": OUTPUT,
         "dynamic_dims": {name: {"min": lo, "max": hi} for name, (lo, hi) in dims.items()},
         "max_list_len": cfg.data.max_list_len,
         "history_len": cfg.data.history_len,

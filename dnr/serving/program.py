@@ -23,7 +23,8 @@ INPUTS = {
     "history_ids": ("int64", ("B", "H"), "raw history item ids, most recent last; 0 at padding"),
     "history_mask": ("bool", ("B", "H"), "True for real history items"),
 }
-OUTPUT = ("logits", "float32", ("B", "L"), "one logit per candidate; PAD_LOGIT where mask is False")
+OUTPUT = {"name": "logits", "dtype": "float32", "shape": ["B", "L"],
+          "description": "one logit per candidate; PAD_LOGIT where mask is False"}
 
 
 class _SymbolicBatch(RerankBatch):

@@ -152,6 +152,7 @@ def test_manifest_describes_the_artifact(exported):
     assert [(i["name"], i["dtype"], i["shape"]) for i in manifest["inputs"]] == [
         ("item_ids", "int64", ["B", "L"]), ("mask", "bool", ["B", "L"]), ("scores", "float32", ["B", "L"]),
         ("history_ids", "int64", ["B", "H"]), ("history_mask", "bool", ["B", "H"])]
+    assert (manifest["output"]["name"], manifest["output"]["shape"]) == ("logits", ["B", "L"])
     assert manifest["dynamic_dims"]["L"] == {"min": 1, "max": 12}
     assert manifest["dynamic_dims"]["H"] == {"min": 1, "max": 6}
     assert (manifest["max_list_len"], manifest["history_len"]) == (12, 6)
