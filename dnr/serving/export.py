@@ -109,6 +109,7 @@ def _manifest(cfg: JobConfig, version: str | None, artifact: Path) -> dict:
         "config": config_to_dict(cfg),
         "hashing": {"algorithm": hashing.ALGORITHM, "num_buckets": cfg.data.num_buckets,
                     "hash_seed": cfg.data.hash_seed, "padding_bucket": 0,
+                    "bucket": "splitmix64(uint64(id), hash_seed) mod (num_buckets - 1) + 1",
                     "note": "applied inside the program: pass raw int64 item ids"},
         "inputs": [{"name": name, "dtype": dtype, "shape": list(shape), "description": text}
                    for name, (dtype, shape, text) in INPUTS.items()],

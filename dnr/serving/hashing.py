@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 
+# the training hash's own constants: one definition, so the two can never drift apart
 from dnr.data.hashing import _GOLDEN, _M1, _M2
 
 ALGORITHM = "splitmix64"

@@ -24,7 +24,8 @@ INPUTS = {
     "history_mask": ("bool", ("B", "H"), "True for real history items"),
 }
 OUTPUT = {"name": "logits", "dtype": "float32", "shape": ["B", "L"],
-          "description": "one logit per candidate; PAD_LOGIT where mask is False"}
+          "description": "one ranking score per candidate, higher ranks earlier (PRM: the click "
+                         "logit); PAD_LOGIT where mask is False"}
 
 
 class _SymbolicBatch(RerankBatch):

@@ -4,6 +4,7 @@ bit-exact with training's; the manifest says what serving needs; a registry vers
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import importlib.util
@@ -41,17 +42,18 @@ TOLERANCE = 1e-5
 """Exported and eager graphs may pick different attention kernels: float rounding, not logic."""
 
 
-def _config(score_mode: str) -> JobConfig:
-    return JobConfig(data=DATA, model=tiny_model(score_mode))
+def _config(score_mode: str, family: str = "prm") -> JobConfig:
+    return JobConfig(data=DATA, model=dataclasses.replace(tiny_model(score_mode), family=family))
 
 
 def _trained_like(cfg: JobConfig, seed: int = 0) -> torch.nn.Module:
-    """A reranker whose head is not at its zero init, so each mode's logits depend on the items."""
+    """A reranker moved away from its initialisation (PRM's head starts at zero, which would make
+    every score mode a fixed function of the score), so that the logits depend on the items."""
     torch.manual_seed(seed)
     model = build_reranker(cfg.model, cfg.data)
-    torch.nn.init.normal_(model.head[-1].weight, std=0.5)
-    if model.score_scale is not None:
-        model.score_scale.data.fill_(0.7)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(0.3 * torch.randn_like(param))
     return model
 
 
@@ -145,7 +147,7 @@ def test_manifest_describes_the_artifact(exported):
     manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())
 
     assert manifest["format_version"] == 1 and manifest["model_version"] == "test-v1"
-    assert (manifest["family"], manifest["score_mode"]) == ("prm", cfg.model.score_mode)
+    assert (manifest["family"], manifest["score_mode"]) == (cfg.model.family, cfg.model.score_mode)
     assert config_from_dict(manifest["config"]) == cfg == serving.config
     hashing = manifest["hashing"]
     assert (hashing["algorithm"], hashing["num_buckets"], hashing["hash_seed"]) == ("splitmix64", 97, 7)
@@ -162,6 +164,19 @@ def test_manifest_describes_the_artifact(exported):
     assert manifest["artifact"]["bytes"] == len(data)
     # the generator is training-only: no generator weight in the artifact
     assert b"generator" not in data
+
+
+@pytest.mark.slow
+def test_the_degre_family_exports_too(tmp_path):
+    """The served DeGRe generator decodes its list greedily: the loop over L must survive export
+    with L dynamic (its graph is larger: 5-15 s to export here, hence marked slow)."""
+    cfg = _config("none", family="degre")
+    model = _trained_like(cfg).eval()
+    serving = load_artifact(export_reranker(model, cfg, tmp_path))
+    for seed in (0, 1):
+        assert max_abs_difference(serving, model, _rows_table(seed)) <= TOLERANCE
+    served = serving.score([[5, 6, 7]], [[0.9, 0.5, 0.2]], [[8]])
+    assert served.shape == (1, 3) and torch.isfinite(served).all()
 
 
 @pytest.mark.parametrize("num_buckets", [2, 3, 97, 1 << 16, (1 << 18) + 3, 1 << 31])
