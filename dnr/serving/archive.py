@@ -49,10 +49,10 @@ _PAYLOADS = {"data/weights/model_weights_config.json": re.compile(r"weight_\d+")
              "data/constants/model_constants_config.json": re.compile(r"tensor_\d+")}
 
 _ATEN_TARGET = re.compile(r"torch\.ops\.aten\.[A-Za-z0-9_]+\.[A-Za-z0-9_]+")
-_STR_ARGS = frozenset(("approximate", "rounding_mode", "reduce", "side", "equation"))
-"""String arguments an aten operator may take (``gelu(approximate="none")``). An operator with any
-other string argument is refused: that is how aten's few I/O operators (``from_file``, ``save``,
-``_print``, ``warn``) take their file name or message."""
+_STR_ARGS = frozenset(("approximate", "rounding_mode", "reduce", "side", "equation", "assert_msg", "msg"))
+"""String arguments an aten operator may take (``gelu(approximate="none")``, the message of a
+runtime assert). An operator with any other string argument is refused: that is how aten's few
+I/O operators (``from_file``, ``save``, ``_print``, ``warn``) take their file name or text."""
 _PYTHON_TARGETS = frozenset(f"_operator.{op}" for op in (
     "getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pow",
     "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_"))
