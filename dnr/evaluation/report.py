@@ -65,6 +65,16 @@ def render_markdown(summary: ReplaySummary, decision: Decision, header: dict, pl
     return "\n".join(lines) + "\n"
 
 
+def _finish(fig, ax, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def _plot_metrics(summary: ReplaySummary, path: Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -77,11 +87,7 @@ def _plot_metrics(summary: ReplaySummary, path: Path) -> None:
         ax.bar(np.arange(len(metrics)) + i * width, values, width, label=ARM_LABELS[arm])
     ax.set_xticks(np.arange(len(metrics)) + width * (len(arms) - 1) / 2, metrics)
     ax.set_ylabel("value (higher is better)")
-    ax.set_title("Replay metrics per arm")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(fig, ax, "Replay metrics per arm", path)
 
 
 def _plot_delta(summary: ReplaySummary, metric: str, path: Path) -> None:
@@ -96,11 +102,7 @@ def _plot_delta(summary: ReplaySummary, metric: str, path: Path) -> None:
     ax.axvline(d.mean, color="tab:red", label=f"mean {d.mean:+.4f} [{d.low:+.4f}, {d.high:+.4f}]")
     ax.set_xlabel(f"per-request {metric}: candidate - {summary.reference}")
     ax.set_ylabel("requests")
-    ax.set_title(f"Distribution of per-request {metric} differences")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(fig, ax, f"Distribution of per-request {metric} differences", path)
 
 
 def _plot_calibration(summary: ReplaySummary, path: Path) -> None:
@@ -114,11 +116,7 @@ def _plot_calibration(summary: ReplaySummary, path: Path) -> None:
         ax.plot(pred[seen] / count[seen], label[seen] / count[seen], marker="o", label=ARM_LABELS[arm])
     ax.set_xlabel("mean predicted click probability (bin)")
     ax.set_ylabel("observed click rate")
-    ax.set_title("Calibration (sigmoid of logits; retriever: its score)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _finish(fig, ax, "Calibration (sigmoid of logits; retriever: its score)", path)
 
 
 def write_report(lake: Lake, summary: ReplaySummary, decision: Decision, header: dict,
