@@ -150,16 +150,21 @@ LX_ESTIMATORS: dict[str, LxEstimator] = {
 
 
 def cumulative_regression(increments: torch.Tensor, utility: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean over valid prefixes of (V_t - Y_t)^2: V = cumsum of the predicted increments [B, T],
-    Y [B, T] the logged cumulative utility of the same prefixes, ``valid`` [B, T] the entries of
-    the list (a prefix of each row). 0 if nothing is valid.
+    """Mean over valid prefixes of (V_t - Y_t)^2 / t: V = cumsum of the predicted increments
+    [B, T], Y [B, T] the logged cumulative utility of the same prefixes, ``valid`` [B, T] the
+    entries of the list (a prefix of each row). 0 if nothing is valid.
 
     Every prefix is a regression target, so an early item's increment is pulled by every later
-    prefix's error: the list-level utility is fitted, not only the per-item click.
+    prefix's error: the list-level utility is fitted, not only the per-item click. The click
+    count of t items has a variance that grows like t, so each squared error is divided by t (a
+    Gaussian likelihood with variance proportional to t); unweighted, the 50-item prefixes'
+    errors dominate the gradient and, after clipping, leave the items' own signal nothing.
     """
     zero = torch.zeros_like(utility, dtype=torch.float32)
     v = torch.where(valid, increments.float(), zero).cumsum(dim=1)
-    return torch.where(valid, (v - utility.float()).square(), zero).sum() / valid.sum().clamp_min(1)
+    length = torch.arange(1, utility.shape[1] + 1, device=utility.device, dtype=torch.float32)
+    per_prefix = (v - utility.float()).square() / length
+    return torch.where(valid, per_prefix, zero).sum() / valid.sum().clamp_min(1)
 
 
 def soft_target_kl(logits: torch.Tensor, targets: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:

@@ -11,14 +11,18 @@ pass. Everything below that the abstract does not say is a choice of this projec
   value increment Delta_t in (0, 1). The cumulative utility of the prefix 1..t is
   V_t = Delta_1 + ... + Delta_t.
 * **Cumulative regression.** The logged list of a request is its labelled candidates
-  (``label_mask``) in retriever order: the logs record which items were shown and clicked, not a
-  finer presentation order. The evaluator regresses V_t on the logged clicks
-  Y_t = z_1 + ... + z_t for every prefix t of that list (``dnr.losses.cumulative_regression``),
-  plus ``degre.increment_weight`` x the BCE of each increment on its own click. Measured reason
-  for the second term: with the cumulative regression alone, an item's gradient is the sum of
-  the residuals of every later prefix, and in the quality benchmark's budget (400 steps) the
-  evaluator learned only a recalibration of the retriever score (its greedy list scored N@6
-  0.4171 against the retriever order's 0.4170 on the synthetic validation day).
+  (``label_mask``): the logs record which items were shown and clicked, not a presentation order
+  beyond the retriever's. The evaluator regresses V_t on the logged clicks Y_t = z_1 + ... + z_t
+  for every prefix t (``dnr.losses.cumulative_regression``, each squared error divided by t, the
+  growth of Y_t's variance), plus ``degre.increment_weight`` x the BCE of each increment on its
+  own click. That second term was added while diagnosing an evaluator that learned no item
+  effect; the cause turned out to be its head (see :class:`PlacedAttentionHead`), and the term
+  was kept without re-measuring the evaluator without it.
+* **Training order.** Each step, the logged list is regressed in a fresh random order
+  (``shuffled_logged_order``). Labels are per candidate, so any order of the logged items is a
+  valid prefix sequence for the same clicks; in retriever order, step, retriever rank and the
+  prefix's content would always coincide, while beam search asks the evaluator about candidates
+  at steps and after prefixes that order never shows.
 * **Unexposed permutation space.** Here: the ordered K-lists over *all* real candidates of a
   request (unlabelled ones included) other than the logged order. The logs never label an item
   at another position or after other items, so the evaluator extrapolates there through what it
@@ -36,7 +40,8 @@ pass. Everything below that the abstract does not say is a choice of this projec
   evaluator at ``model.*`` sizes. At step t every candidate attends to the items already placed
   (single-head attention with a learned "nothing placed" key) and gets a logit; placed items and
   padding are excluded. Online it decodes K items greedily in one pass, with no evaluator; every
-  other candidate is ranked after them by the logits of step K + 1.
+  other candidate is ranked after them by the logits of step K + 1. The placed items enter each
+  candidate's logit through a bilinear interaction term (see :class:`PlacedAttentionHead`).
 * **Retriever scores** enter both models through ``model.score_mode`` exactly as in PRM (score
   embedding and/or a combination with logit(x)); with ``denoise``, ``add`` or ``weight`` the
   zero-initialised heads start both models at the retriever's scores, so greedy decoding starts
@@ -102,19 +107,26 @@ class CandidateEncoder(nn.Module):
 class PlacedAttentionHead(nn.Module):
     """One logit per query candidate given the items already placed and the step number.
 
-    Each query attends (one head) over the placed items plus a learned "nothing placed" key, so
-    a step with an empty prefix is well defined; the result, the query and the step embedding go
-    through an MLP whose last layer starts at zero (the score mode then starts at the retriever).
+    f = mlp(candidate) + interaction + step_bias[step]. The interaction is bilinear between the
+    candidate and what it attends to among the placed items (one head, plus a learned "nothing
+    placed" key, so an empty prefix is well defined): it is how a placed item can raise or lower
+    a candidate's value (redundancy, complementarity). The context enters the logit additively,
+    not the candidate's hidden state: mixed into the hidden state (added before the MLP), the
+    placed-items context, which carries little signal early on, drowned the item's own and the
+    evaluator learned no item effect in the quality benchmark's budget (its ranking stayed the
+    retriever's; measured). The MLP's last layer, the value projection and the step bias start
+    at zero, so f = 0 at init and the score mode starts at the retriever.
     """
 
     def __init__(self, d: int, max_steps: int):
         super().__init__()
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
         self.null_key = nn.Parameter(torch.zeros(1, 1, d))
-        self.step_embedding = nn.Embedding(max_steps, d)
-        self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
-        nn.init.zeros_(self.mlp[-1].weight)
-        nn.init.zeros_(self.mlp[-1].bias)
+        self.step_bias = nn.Embedding(max_steps, 1)
+        self.mlp = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, 1))
+        for tensor in (self.value.weight, self.value.bias, self.step_bias.weight,
+                       self.mlp[-1].weight, self.mlp[-1].bias):
+            nn.init.zeros_(tensor)
 
     def forward(self, queries: torch.Tensor, keys: torch.Tensor, allowed: torch.Tensor,
                 step: torch.Tensor) -> torch.Tensor:
@@ -123,11 +135,13 @@ class PlacedAttentionHead(nn.Module):
         n, _, d = keys.shape
         keys = torch.cat([self.null_key.expand(n, 1, d), keys], dim=1)  # [N, S+1, d]
         allowed = torch.cat([allowed.new_ones(allowed.shape[:-1] + (1,)), allowed], dim=-1)
-        attn = self.query(queries) @ self.key(keys).transpose(1, 2) / math.sqrt(d)  # [N, Q, S+1]
+        q = self.query(queries)
+        attn = q @ self.key(keys).transpose(1, 2) / math.sqrt(d)  # [N, Q, S+1]
         weights = attn.masked_fill(~allowed, float("-inf")).softmax(dim=-1)
         placed = weights @ self.value(keys)  # [N, Q, d]
-        step = step.clamp_max(self.step_embedding.num_embeddings - 1)  # a K beyond the list shares the last row
-        return self.mlp(queries + placed + self.step_embedding(step)).squeeze(-1)
+        interaction = (q * placed).sum(dim=-1) / math.sqrt(d)
+        step = step.clamp_max(self.step_bias.num_embeddings - 1)  # a K beyond the list shares the last row
+        return self.mlp(queries).squeeze(-1) + interaction + self.step_bias(step).squeeze(-1)
 
 
 class _StepScorer(nn.Module):

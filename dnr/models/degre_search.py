@@ -35,6 +35,13 @@ def logged_order(batch: RerankBatch) -> Order:
     return _sorted_order((~batch.label_mask).long(), batch.label_mask)
 
 
+def shuffled_logged_order(batch: RerankBatch) -> Order:
+    """The logged list's items in a fresh random order: the evaluator's training lists (see
+    :mod:`dnr.models.degre`, "Training order")."""
+    key = 2.0 * (~batch.label_mask).float() + torch.rand(batch.label_mask.shape, device=batch.mask.device)
+    return _sorted_order(key, batch.label_mask)
+
+
 def prefix_utility(batch: RerankBatch, order: Order) -> torch.Tensor:
     """Y [B, T]: the logged clicks of the first t items of ``order`` (the cumulative utility the
     evaluator regresses); constant past the end of the list."""

@@ -43,8 +43,8 @@ from dnr.losses import (LX_ESTIMATORS, ScoreDistribution, adversarial_loss, cumu
                         masked_bce, soft_target_kl)
 from dnr.models import RerankerContext, build_generator, build_reranker, synthesize_scores
 from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_each_step
-from dnr.models.degre_search import (beam_search, clicks_first_order, logged_order, one_hot_targets,
-                                     prefix_utility, soft_targets, step_increments)
+from dnr.models.degre_search import (beam_search, clicks_first_order, one_hot_targets, prefix_utility,
+                                     shuffled_logged_order, soft_targets, step_increments)
 
 ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 """Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
@@ -236,7 +236,7 @@ def evaluator_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConf
                      optim_cfg: OptimConfig) -> dict[str, torch.Tensor]:
     """Cumulative-utility regression of every prefix of the logged list (labelled, retriever
     order) + increment_weight * BCE of each increment on its click."""
-    order = logged_order(batch)
+    order = shuffled_logged_order(batch)
     logits = parts.evaluator(batch, order.index, order.valid)  # [B, L]
     loss_cumulative = cumulative_regression(torch.sigmoid(logits), prefix_utility(batch, order), order.valid)
     loss_increment = masked_bce(logits, batch.labels.gather(1, order.index.clamp_min(0)), order.valid)

@@ -17,7 +17,7 @@ from dnr.data.batch import RerankBatch
 from dnr.losses import cumulative_regression, soft_target_kl
 from dnr.models import PAD_LOGIT, RERANKERS, DeGReGenerator, LookaheadEvaluator, build_reranker
 from dnr.models.degre_search import (beam_search, clicks_first_order, evaluator_ranking, logged_order,
-                                     prefix_utility, soft_targets, step_increments)
+                                     prefix_utility, shuffled_logged_order, soft_targets, step_increments)
 from dnr.training import checkpoint as ckpt
 from dnr.training.step import FAMILIES, build_train_parts, train_step, training_phase
 from tests.unit.rerank_helpers import TINY_DATA, make_batch, one_thread, tiny_model  # noqa: F401
@@ -71,12 +71,24 @@ def test_evaluator_prefix_targets_on_a_hand_made_list():
     utility = prefix_utility(batch, order)
     assert utility.tolist() == [[0.0, 1.0, 1.0, 2.0, 2.0], [1.0, 1.0, 1.0, 1.0, 1.0]]
     assert clicks_first_order(batch).index.tolist() == [[1, 4, 0, 3, -1], [0, 1, -1, -1, -1]]
-    # the regression is zero at the logged clicks and averages (V_t - Y_t)^2 over the 6 real prefixes
+    # the regression is zero at the logged clicks and averages (V_t - Y_t)^2 / t over the 6 real prefixes
     exact = batch.labels.gather(1, order.index.clamp_min(0))
     assert cumulative_regression(exact, utility, order.valid) == 0.0
     half = torch.full_like(exact, 0.5)  # V = 0.5, 1, 1.5, 2 and 0.5, 1
-    expected = ((0.5**2 + 0 + 0.5**2 + 0) + (0.5**2 + 0)) / 6
+    expected = ((0.5**2 / 1 + 0 + 0.5**2 / 3 + 0) + (0.5**2 / 1 + 0)) / 6
     assert cumulative_regression(half, utility, order.valid).item() == pytest.approx(expected)
+
+
+def test_the_evaluator_trains_on_shuffled_logged_lists():
+    batch = make_batch(num_requests=6)
+    torch.manual_seed(0)
+    orders = [shuffled_logged_order(batch) for _ in range(2)]
+    for order in orders:
+        assert torch.equal(order.valid, logged_order(batch).valid)
+        for row in range(batch.num_requests):
+            items = order.index[row][order.valid[row]].tolist()
+            assert sorted(items) == batch.label_mask[row].nonzero().flatten().tolist()  # the labelled ones
+    assert not torch.equal(orders[0].index, orders[1].index)  # a fresh order each time
 
 
 def test_evaluator_forward_matches_its_step_wise_increments():
