@@ -1,40 +1,73 @@
-"""`ray job submit -- python jobs/train_daily.py` against a head node started like an operator
-would (`ray start --head`, token auth on), then the new registry row is checked. (The replay
-evaluation that ends a daily run is covered by the embedded end-to-end test.)"""
+"""`ray job submit -- python jobs/train_daily.py` on a two-node cluster started like an operator
+would (`ray start --head`, then `ray start --address=...` for a worker node holding the custom
+resource `trainer`; token auth on), with the lake on the local S3 server. The S3 endpoint and
+credentials reach the job and the workers only through the environment of the Ray nodes."""
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 
-import numpy as np
+import pyarrow.fs as pafs
 import pytest
-from deltalake import write_deltalake
+from deltalake import DeltaTable
 
-from dnr.data.synth import WorldConfig, make_requests
 from dnr.registry import Registry
 from dnr.storage import Lake
 from dnr.testing import RayHead
+from tests.integration.test_train import LENIENT_GATE, add_days, ds
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.s3]
 REPO = Path(__file__).resolve().parents[2]
+#: placement and storage are under test, not learning: a model that saves and loads in no time
+SMALL_MODEL = ["data.num_buckets=1024", "model.d_model=16", "model.ff_dim=32"]
 
 
-def test_daily_job_submitted_to_a_ray_head(tmp_path):
-    lake = Lake(str(tmp_path / "lake"))
-    world = WorldConfig(seed=5, num_users=1_000, num_items=3_000)
-    for day in range(3):
-        table = make_requests(world, dt.date(2026, 3, 1) + dt.timedelta(days=day), np.arange(300))
-        write_deltalake(lake.table_uri("request_logs"), table, partition_by=["ds"], mode="append")
+def _objects(lake: Lake, uri: str) -> list[str]:
+    """Every object under ``uri`` in the bucket, as ``bucket/key``."""
+    selector = pafs.FileSelector(lake.fs_path(uri), recursive=True, allow_not_found=True)
+    return [i.path for i in lake.filesystem().get_file_info(selector) if i.type == pafs.FileType.File]
 
-    with RayHead(num_cpus=4) as head:  # its own short temp dir: socket paths are length-limited
+
+def test_daily_job_on_a_head_and_a_trainer_node_with_the_lake_on_s3(s3_server):
+    lake = Lake(f"s3://{s3_server.make_bucket()}/lake")
+    add_days(lake, 0, 2)  # trains on day 0, holds day 1 out for the replay evaluation
+
+    # The head has no `trainer` resource, so the Train workers (train.worker_resource) can only
+    # land on the worker node, whose 2 CPUs they fill; Ray Data's tasks and the replay scorer run
+    # on the head's 2 CPUs (more logical CPUs would only start more worker processes on 2 cores).
+    with RayHead(num_cpus=2, env=s3_server.env) as head:
+        head.add_worker(num_cpus=2, resources={"trainer": 2})
         job = head.submit(["python", "jobs/train_daily.py", "--lake", lake.root,
-                           "--config", "jobs/configs/local.yaml", "train.max_steps=3",
-                           "data.batch_size=64", "gate.enabled=false"], cwd=str(REPO))
+                           "--config", "jobs/configs/local.yaml", "train.worker_resource=trainer",
+                           "train.max_steps=3", "data.batch_size=64", *SMALL_MODEL, *LENIENT_GATE],
+                          cwd=str(REPO))
+        nodes = {n["node_id"]: n for n in head.nodes()}
+        train_workers = head.actors("RayTrainWorker")
+        assert head.processes(), "the cluster's processes are not found by its marker"
+    assert head.processes() == [], "a process of the cluster outlived stop()"
+
+    log = job.stdout + job.stderr
     assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
-    assert "succeeded" in job.stdout + job.stderr and "[daily] summary" in job.stdout
+    assert "succeeded" in log and "[daily] summary" in job.stdout
+    assert s3_server.endpoint not in log  # the endpoint (and credentials) came from the env
+
+    (head_id,) = (i for i, n in nodes.items() if n["is_head_node"])
+    (trainer_id,) = (i for i, n in nodes.items() if "trainer" in n["resources_total"])
+    assert trainer_id != head_id and "trainer" not in nodes[head_id]["resources_total"]
+    assert len(train_workers) == 2  # train.num_workers in local.yaml
+    assert {a["node_id"] for a in train_workers} == {trainer_id}, "a Train worker ran off the trainer node"
 
     (version,) = Registry(lake).versions()
-    assert version.status == "candidate" and version.window_start == "2026-03-01"
-    assert version.window_end == "2026-03-02" and version.global_step == 3
-    assert Path(version.checkpoint_uri, "state.pt").exists()
+    assert version.status == "production"  # promoted by the replay of day 1 (lenient gate)
+    # 256 rows / 2 workers / batch 64 = 2 steps: the overrides reached the job
+    assert (version.window_start, version.window_end, version.global_step) == (ds(0), ds(0), 2)
+    assert version.checkpoint_uri.startswith(lake.uri("checkpoints"))
+    assert lake.fs_path(version.checkpoint_uri) + "/state.pt" in _objects(lake, lake.uri("checkpoints"))
+    assert any("tfevents" in key for key in _objects(lake, lake.uri("tensorboard", version.run_name)))
+
+    (report,) = DeltaTable(lake.table_uri("replay_reports"),
+                           storage_options=lake.storage_options()).to_pyarrow_table().to_pylist()
+    assert (report["ds"], report["candidate_version"], report["decision"]) == \
+        (ds(1), version.version, "promote")
+    files = {key.rsplit("/", 1)[1] for key in _objects(lake, report["report_uri"])}
+    assert {"report.md", "report.json", "metrics.png"} <= files

@@ -208,22 +208,57 @@ def test_killed_worker_resumes_from_checkpoint_without_losing_steps(ray_cluster,
     assert progress.restarts >= 1 and progress.requests_seen == 2 * 1024
 
 
+def _day_files(lake: Lake, d: int) -> set[str]:
+    """``bucket/key`` of the request_logs files of day ``d``, from the Delta log."""
+    table = DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options())
+    return {lake.fs_path(uri) for uri in table.file_uris(file_pruning_predicate=[("ds", "=", ds(d))])}
+
+
 @pytest.mark.s3
-def test_daily_run_on_s3_writes_checkpoint_registry_and_events_to_the_bucket(ray_cluster, s3_lake):
+def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake):
+    """Checkpoints, registry, replay reports and TensorBoard events all in the bucket; the second
+    day warm-starts from the first and fetches only the new day's files from the bucket."""
     import pyarrow.fs as pafs
 
+    cfg = load_config(None, TINY + LENIENT_GATE)
+    data_files = s3_lake.fs_path(s3_lake.table_uri("request_logs")) + "/ds="  # not the Delta log
     add_days(s3_lake, 0, 2)
-    result = run_daily(s3_lake, load_config(None, TINY + LENIENT_GATE), verbose=False)
-    assert result.status == "trained" and result.checkpoint_uri.startswith(s3_lake.uri("checkpoints"))
+    mark = s3_server.log_offset()
+    first = run_daily(s3_lake, cfg, verbose=False)  # trains on day 0, replays day 1
+    assert first.status == "trained" and first.window == (ds(0), ds(0))
+    assert first.checkpoint_uri.startswith(s3_lake.uri("checkpoints"))
+    assert s3_server.objects_read(data_files, since=mark) == _day_files(s3_lake, 0) | _day_files(s3_lake, 1)
     # the replay actors fetched the checkpoint from the bucket; report and decision are there too
-    assert result.registry_action == "promoted" and result.replay_report_uri.startswith("s3://")
-    with s3_lake.filesystem().open_input_stream(s3_lake.fs_path(result.replay_report_uri + "/report.md")) as f:
+    assert first.registry_action == "promoted" and first.replay_report_uri.startswith("s3://")
+    with s3_lake.filesystem().open_input_stream(s3_lake.fs_path(first.replay_report_uri + "/report.md")) as f:
         assert b"Decision: PROMOTE" in f.read()
-    assert Registry(s3_lake).get(result.version).checkpoint_uri == result.checkpoint_uri
-    loaded = ckpt.load(ckpt.fetch(result.checkpoint_uri, s3_lake))
-    assert loaded.progress.global_step == result.global_step and loaded.progress.watermark == ds(0)
+    assert Registry(s3_lake).get(first.version).checkpoint_uri == first.checkpoint_uri
+    loaded = ckpt.load(ckpt.fetch(first.checkpoint_uri, s3_lake))
+    assert loaded.progress.global_step == first.global_step and loaded.progress.watermark == ds(0)
     events = s3_lake.filesystem().get_file_info(pafs.FileSelector(
-        s3_lake.fs_path(s3_lake.uri("tensorboard", result.run_name))))
+        s3_lake.fs_path(s3_lake.uri("tensorboard", first.run_name))))
+    assert any("tfevents" in info.path for info in events)
+
+    add_days(s3_lake, 2, 1)
+    mark = s3_server.log_offset()
+    second = run_daily(s3_lake, cfg, verbose=False)  # trains on day 1 from the first, replays day 2
+    assert second.status == "trained" and second.parent_version == first.version
+    assert second.window == (ds(1), ds(1)) and second.rows_read == 256
+    # what was fetched from the bucket: day 1 to train on, day 2 to replay; day 0 not a byte
+    day0, day1, day2 = (_day_files(s3_lake, d) for d in range(3))
+    assert day0 and s3_server.objects_read(data_files, since=mark) == day1 | day2
+    assert second.global_step == first.global_step + _steps_per_epoch(256, cfg)  # warm start continues
+    assert ckpt.load(ckpt.fetch(second.checkpoint_uri, s3_lake)).lineage["parent_version"] == first.version
+
+    assert [r.status for r in Registry(s3_lake).versions("dnr")] == ["retired", "production"]
+    reports = sorted(DeltaTable(s3_lake.table_uri("replay_reports"), storage_options=s3_lake.storage_options())
+                     .to_pyarrow_table().to_pylist(), key=lambda r: r["created_at"])
+    assert [(r["ds"], r["candidate_version"], r["baseline_version"], r["decision"]) for r in reports] == [
+        (ds(1), first.version, None, "promote"), (ds(2), second.version, first.version, "promote")]
+    with s3_lake.filesystem().open_input_stream(s3_lake.fs_path(second.replay_report_uri + "/report.md")) as f:
+        assert b"| baseline |" in f.read()  # the production model was scored beside the candidate
+    events = s3_lake.filesystem().get_file_info(pafs.FileSelector(
+        s3_lake.fs_path(s3_lake.uri("tensorboard", second.run_name))))
     assert any("tfevents" in info.path for info in events)
 
 
