@@ -103,58 +103,6 @@ def test_two_workers_keep_both_models_identical(ray_cluster, local_lake, tmp_pat
     assert moved, "the generator never learned: the adversarial half-step did not run"
 
 
-def test_daily_runs_are_incremental_and_idempotent(ray_cluster, local_lake):
-    add_days(local_lake, 0, 3)
-    cfg = load_config(None, TINY + LENIENT_GATE)
-
-    first = run_daily(local_lake, cfg, verbose=False)  # D = newest day, trains the two before it
-    assert first.status == "trained" and first.window == (ds(0), ds(1))
-    assert first.rows_read == 512 and first.parent_version is None
-    steps_1 = _steps_per_epoch(512, cfg)
-    assert first.global_step == steps_1
-    # held-out day 2 replayed against the retriever order (no production yet), then promoted
-    assert (first.replay_decision, first.registry_action) == ("promote", "promoted")
-    assert Registry(local_lake).production("dnr").version == first.version
-
-    again = run_daily(local_lake, cfg, verbose=False)  # same day again: the new parent is up to date
-    assert again.status == "up_to_date" and len(Registry(local_lake).versions()) == 1
-
-    add_days(local_lake, 3, 1)
-    second = run_daily(local_lake, cfg, verbose=False)
-    assert second.status == "trained" and second.parent_version == first.version
-    assert second.window == (ds(2), ds(2)) and second.rows_read == 256  # only the new day is read
-    assert second.global_step == steps_1 + _steps_per_epoch(256, cfg)  # warm start continues
-    assert second.registry_action == "promoted"  # day 3 replayed against production = first
-
-    registry = Registry(local_lake)
-    rows = registry.versions("dnr")
-    assert [r.version for r in rows] == [first.version, second.version]
-    assert rows[1].table_version == 3  # one commit per day
-    assert [r.status for r in rows] == ["retired", "production"]
-    reports = sorted(DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist(),
-                     key=lambda r: r["created_at"])
-    assert [(r["ds"], r["candidate_version"], r["baseline_version"], r["decision"]) for r in reports] == [
-        (ds(2), first.version, None, "promote"), (ds(3), second.version, first.version, "promote")]
-    assert all(r["requests_evaluated"] + r["rows_quarantined"] == 256 for r in reports)
-    assert "| baseline |" in Path(second.replay_report_uri, "report.md").read_text()  # metric row
-    assert json.loads(rows[1].config_json)["model"]["d_model"] == 16
-
-    loaded = ckpt.load(second.checkpoint_uri)  # weights_only: tensors and JSON only
-    assert loaded.progress.global_step == second.global_step
-    assert loaded.progress.watermark == ds(2) and len(loaded.progress.history) == 2
-    assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(2)
-    assert {"reranker", "reranker_opt", "generator", "generator_opt", "real_scores"} <= set(loaded.state)
-
-    events = list(Path(local_lake.uri("tensorboard", second.run_name)).glob("events.out.tfevents.*"))
-    assert events, "rank 0 wrote no TensorBoard events"
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()
-    assert {"train/loss_direct", "train/loss_z", "train/requests_per_s", "train/lr",
-            "data/rows_read", "data/rows_quarantined"} <= set(tags["scalars"])
-    assert {"scores/real", "scores/generated"} <= set(tags["histograms"])
-
-
 def _train_worker_pids(session_dir: str) -> list[int]:
     """Ray Train worker processes of OUR Ray (their parent raylet runs in our session dir):
     other Ray instances on the machine must not be touched."""
@@ -215,9 +163,11 @@ def _day_files(lake: Lake, d: int) -> set[str]:
 
 
 @pytest.mark.s3
-def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake):
-    """Checkpoints, registry, replay reports and TensorBoard events all in the bucket; the second
-    day warm-starts from the first and fetches only the new day's files from the bucket."""
+def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
+    """The daily run is incremental and idempotent, on S3: checkpoints, registry, replay reports
+    and TensorBoard events all in the bucket; re-running a day trains nothing; the second day
+    warm-starts from the first and fetches only the new day's files from the bucket. (The local
+    lake path runs end to end in tests/e2e/test_train_daily_job.py.)"""
     import pyarrow.fs as pafs
 
     cfg = load_config(None, TINY + LENIENT_GATE)
@@ -239,6 +189,9 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake):
         s3_lake.fs_path(s3_lake.uri("tensorboard", first.run_name))))
     assert any("tfevents" in info.path for info in events)
 
+    again = run_daily(s3_lake, cfg, verbose=False)  # same day again: the new parent is up to date
+    assert again.status == "up_to_date" and len(Registry(s3_lake).versions()) == 1
+
     add_days(s3_lake, 2, 1)
     mark = s3_server.log_offset()
     second = run_daily(s3_lake, cfg, verbose=False)  # trains on day 1 from the first, replays day 2
@@ -248,18 +201,34 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake):
     day0, day1, day2 = (_day_files(s3_lake, d) for d in range(3))
     assert day0 and s3_server.objects_read(data_files, since=mark) == day1 | day2
     assert second.global_step == first.global_step + _steps_per_epoch(256, cfg)  # warm start continues
-    assert ckpt.load(ckpt.fetch(second.checkpoint_uri, s3_lake)).lineage["parent_version"] == first.version
+    loaded = ckpt.load(ckpt.fetch(second.checkpoint_uri, s3_lake))  # weights_only: tensors and JSON
+    assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(1)
+    assert loaded.progress.global_step == second.global_step
+    assert loaded.progress.watermark == ds(1) and len(loaded.progress.history) == 2
+    assert {"reranker", "reranker_opt", "generator", "generator_opt", "real_scores"} <= set(loaded.state)
 
-    assert [r.status for r in Registry(s3_lake).versions("dnr")] == ["retired", "production"]
+    rows = Registry(s3_lake).versions("dnr")
+    assert [r.status for r in rows] == ["retired", "production"]
+    assert rows[1].table_version == 2  # one commit per day
+    assert json.loads(rows[1].config_json)["model"]["d_model"] == 16
     reports = sorted(DeltaTable(s3_lake.table_uri("replay_reports"), storage_options=s3_lake.storage_options())
                      .to_pyarrow_table().to_pylist(), key=lambda r: r["created_at"])
     assert [(r["ds"], r["candidate_version"], r["baseline_version"], r["decision"]) for r in reports] == [
         (ds(1), first.version, None, "promote"), (ds(2), second.version, first.version, "promote")]
+    assert all(r["requests_evaluated"] + r["rows_quarantined"] == 256 for r in reports)
     with s3_lake.filesystem().open_input_stream(s3_lake.fs_path(second.replay_report_uri + "/report.md")) as f:
         assert b"| baseline |" in f.read()  # the production model was scored beside the candidate
-    events = s3_lake.filesystem().get_file_info(pafs.FileSelector(
-        s3_lake.fs_path(s3_lake.uri("tensorboard", second.run_name))))
-    assert any("tfevents" in info.path for info in events)
+    local_events = tmp_path / "tensorboard"
+    local_events.mkdir()
+    pafs.copy_files(s3_lake.fs_path(s3_lake.uri("tensorboard", second.run_name)), str(local_events),
+                    source_filesystem=s3_lake.filesystem(), destination_filesystem=pafs.LocalFileSystem())
+    assert list(local_events.glob("events.out.tfevents.*")), "rank 0 wrote no TensorBoard events"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(local_events)).Reload().Tags()
+    assert {"train/loss_direct", "train/loss_z", "train/requests_per_s", "train/lr",
+            "data/rows_read", "data/rows_quarantined"} <= set(tags["scalars"])
+    assert {"scores/real", "scores/generated"} <= set(tags["histograms"])
 
 
 @pytest.mark.gpu
