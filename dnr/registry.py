@@ -378,8 +378,7 @@ class Registry:
 
 
 if __name__ == "__main__":  # python -m dnr.registry ...: the CLI lives in dnr/registry_cli.py
-    import sys
-
     from dnr.registry_cli import main
+    from dnr.runtime import exit_process
 
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process

@@ -16,6 +16,7 @@ import json
 import sys
 
 from dnr.registry import ModelVersion, Registry
+from dnr.runtime import exit_process
 from dnr.storage import Lake
 
 
@@ -111,4 +112,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process

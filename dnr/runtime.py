@@ -27,3 +27,18 @@ def start_ray(num_cpus: int | None = None) -> bool:
         ray.init()
     DataContext.get_current().enable_progress_bars = False
     return embedded
+
+
+def exit_process(code: int) -> None:
+    """Flush and end the process at once, skipping interpreter teardown.
+
+    With deltalake 1.6.6 and pyarrow 26, a process that read a Delta table into Arrow and then
+    exits normally aborts at teardown ("terminate called without an active exception", SIGABRT)
+    in about half the runs (measured: 7 of 15 runs of a three-line script), which a scheduler
+    would report as a failed job. Jobs without a Ray to shut down end through this instead.
+    """
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

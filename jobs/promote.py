@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from dnr.registry import Registry, RegistryError
+from dnr.runtime import exit_process
 from dnr.storage import Lake
 
 
@@ -61,4 +62,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process
