@@ -19,7 +19,6 @@ Data callable class: each actor loads every checkpoint once.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,13 +26,14 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from dnr.config import JobConfig, config_from_dict
+from dnr.config import JobConfig
 from dnr.data.collate import collate
 from dnr.data.validate import hash_request_ids
 from dnr.evaluation.bootstrap import PairedBootstrap, poisson_weights
 from dnr.evaluation.metrics import DEFAULT_K, MetricAccumulator, per_request_metrics
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
+from dnr.training.checkpoint import load_reranker
 
 C = REQUEST_LOGS.col
 MODEL_ARMS = ("candidate", "baseline")
@@ -41,18 +41,6 @@ CALIBRATION_BINS = 10
 DELTA_EDGES = np.linspace(-1.0, 1.0, 41)
 """Bins of the per-request difference histogram (metrics live in [0, 1], so deltas in [-1, 1])."""
 _SANITY = ("nonfinite", "score_sum", "score_sumsq", "score_count", "tied_requests", "multi_requests")
-
-
-def load_reranker(checkpoint_uri: str, lake: Lake) -> tuple[nn.Module, JobConfig]:
-    """The reranker of a checkpoint (tensors only, ``weights_only`` load) in eval mode, and its config."""
-    from dnr.models import build_reranker
-    from dnr.training import checkpoint as ckpt
-
-    loaded = ckpt.load(ckpt.fetch(checkpoint_uri, lake))
-    cfg = config_from_dict(json.loads(loaded.config_json))
-    model = build_reranker(cfg.model, cfg.data)
-    model.load_state_dict(loaded.state["reranker"])
-    return model.eval(), cfg
 
 
 def metric_ks(names: tuple[str, ...]) -> tuple[int, ...]:

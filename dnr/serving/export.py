@@ -18,14 +18,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from dnr.config import DataConfig, JobConfig, config_from_dict, config_to_dict
+from dnr.config import DataConfig, JobConfig, config_to_dict
 from dnr.registry import Registry
 from dnr.serving import hashing
 from dnr.serving.program import INPUT_NAMES, INPUTS, OUTPUT, ServingProgram
@@ -143,23 +142,14 @@ def export_reranker(reranker: nn.Module, cfg: JobConfig, directory: str | Path, 
 def load_version(lake: Lake, version: str, model_name: str = "dnr") -> tuple[str, JobConfig, nn.Module]:
     """(resolved version, config, reranker in eval mode) of a registry version or of
     ``"production"`` (the production version of ``model_name``), from its checkpoint."""
-    from dnr.models import build_reranker
-    from dnr.training import checkpoint
+    from dnr.training.checkpoint import load_reranker
 
     registry = Registry(lake)
     row = registry.production(model_name) if version == "production" else registry.get(version)
     if row is None:
         raise KeyError(f"no production version of model {model_name!r} in {registry.uri}")
-    local = checkpoint.fetch(row.checkpoint_uri, lake)
-    try:
-        loaded = checkpoint.load(local)
-    finally:
-        if lake.is_s3_uri(row.checkpoint_uri):
-            shutil.rmtree(local, ignore_errors=True)
-    cfg = config_from_dict(json.loads(loaded.config_json))
-    reranker = build_reranker(cfg.model, cfg.data)
-    reranker.load_state_dict(loaded.state["reranker"])
-    return row.version, cfg, reranker.eval()
+    reranker, cfg = load_reranker(row.checkpoint_uri, lake)
+    return row.version, cfg, reranker
 
 
 def export_version(lake: Lake, version: str, out_uri: str | None = None, *, model_name: str = "dnr") -> str:

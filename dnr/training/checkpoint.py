@@ -13,6 +13,7 @@ One directory, written by rank 0 and handed to ``ray.train.report``::
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -129,3 +130,21 @@ def fetch(uri: str, lake: Lake) -> Path:
     pafs.copy_files(lake.fs_path(uri), str(target), source_filesystem=lake.filesystem(),
                     destination_filesystem=pafs.LocalFileSystem())
     return target
+
+
+def load_reranker(uri: str, lake: Lake):
+    """(reranker in eval mode, its JobConfig) from the checkpoint at ``uri``: tensors only
+    (``weights_only``), the config from ``config.json``; an s3:// download is removed after."""
+    from dnr.config import config_from_dict
+    from dnr.models import build_reranker
+
+    local = fetch(uri, lake)
+    try:
+        loaded = load(local)
+    finally:
+        if lake.is_s3_uri(uri):
+            shutil.rmtree(local, ignore_errors=True)
+    cfg = config_from_dict(json.loads(loaded.config_json))
+    model = build_reranker(cfg.model, cfg.data)
+    model.load_state_dict(loaded.state["reranker"])
+    return model.eval(), cfg
