@@ -33,8 +33,11 @@ _FAKE_CREDENTIALS = {
     "AWS_REGION": "us-east-1",
 }
 #: a request line of the access log moto's (werkzeug) server writes, e.g.
-#: ``127.0.0.1 - - [21/Nov/2026 04:22:11] "GET /bucket/key%20a?x=1 HTTP/1.1" 206 -``
+#: ``127.0.0.1 - - [21/Nov/2026 04:22:11] "GET /bucket/key%20a?x=1 HTTP/1.1" 200 -``
 _ACCESS_LINE = re.compile(rb'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>[0-9]{3})')
+#: werkzeug colours every status but 200 with ANSI escapes, even into a file: a ranged read is
+#: ``"\x1b[35m\x1b[1mGET /bucket/key HTTP/1.1\x1b[0m" 206 -``
+_ANSI_ESCAPE = re.compile(rb"\x1b\[[0-9;]*m")
 
 
 def free_port() -> int:
@@ -51,6 +54,19 @@ class S3Request:
     path: str
     """``bucket/key`` decoded (what ``Lake.fs_path`` gives); just ``bucket`` for bucket requests."""
     status: int
+
+
+def parse_access_log(lines: list[bytes]) -> list[S3Request]:
+    """The requests in lines of moto's access log, oldest first; banners and a partly
+    written last line are skipped."""
+    found = []
+    for line in lines:
+        match = _ACCESS_LINE.search(_ANSI_ESCAPE.sub(b"", line))
+        if match is None or not line.endswith(b"\n"):
+            continue
+        path = unquote(match["target"].decode().split("?", 1)[0]).strip("/")
+        found.append(S3Request(match["method"].decode(), path, int(match["status"])))
+    return found
 
 
 class S3Server:
@@ -114,14 +130,7 @@ class S3Server:
         with open(self.log_path, "rb") as log:
             log.seek(since)
             lines = log.read().splitlines(keepends=True)
-        found = []
-        for line in lines:
-            match = _ACCESS_LINE.search(line)
-            if match is None or not line.endswith(b"\n"):  # a banner, or a line being written
-                continue
-            path = unquote(match["target"].decode().split("?", 1)[0]).strip("/")
-            found.append(S3Request(match["method"].decode(), path, int(match["status"])))
-        return found
+        return parse_access_log(lines)
 
     def objects_read(self, prefix: str, since: int = 0) -> set[str]:
         """``bucket/key`` of the objects under ``prefix`` (``bucket/...``) whose bytes were
