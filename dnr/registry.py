@@ -90,6 +90,14 @@ class VersionExistsError(RegistryError):
     """``register`` of a version number that is taken: pick ``next_version`` and register again."""
 
 
+class ProductionChangedError(RegistryError):
+    """``promote(..., expected_production=X)`` found another production than X."""
+
+
+ANY = object()
+"""``promote``'s default ``expected_production``: promote whatever production is now."""
+
+
 def _commit_conflict(exc: Exception) -> bool:
     from deltalake.exceptions import CommitFailedError
 
@@ -232,9 +240,15 @@ class Registry:
         return version
 
     def promote(self, version: str, reason: str, report_id: str | None = None,
-                by: str | None = None) -> ModelVersion:
+                by: str | None = None, expected_production: str | None | object = ANY) -> ModelVersion:
         """Make ``version`` (a candidate or retired version) production and retire the current
-        production of its model line, in one commit. Returns the promoted row."""
+        production of its model line, in one commit. Returns the promoted row.
+
+        ``expected_production`` (a version, or None for "no production yet") makes the commit a
+        compare-and-swap: a gate that compared the candidate against production X passes X, and
+        if production has moved meanwhile (a rollback, another promotion) nothing changes and
+        :class:`ProductionChangedError` says so; the decision has to be made again.
+        """
         who = f"replay report {report_id}" if report_id else (by or _operator())
 
         def plan(rows: list[ModelVersion]) -> _Change | None:
@@ -245,10 +259,17 @@ class Registry:
                 raise RegistryError(f"cannot promote {version}: it is {target.status} "
                                     f"({target.status_reason or 'no reason recorded'}); only "
                                     f"candidate or retired versions can be promoted")
+            old = self._production_of(rows, target.model_name)
+            current = old.version if old is not None else None
+            if expected_production is not ANY and current != expected_production:
+                raise ProductionChangedError(
+                    f"cannot promote {version}: production of {target.model_name!r} is "
+                    f"{current or 'none'}, not {expected_production or 'none'} as when it was "
+                    f"evaluated ({old.status_reason if old is not None else 'no production row'}); "
+                    f"evaluate it again against the new production")
             now = _now()
             new = replace(target, status="production", promoted_at=now, retired_at=None,
                           status_reason=f"promoted by {who}: {reason}", report_id=report_id)
-            old = self._production_of(rows, target.model_name)
             changes = [new] if old is None else [new, replace(
                 old, status="retired", retired_at=now, report_id=report_id,
                 status_reason=f"retired by {who}: {version} promoted: {reason}")]

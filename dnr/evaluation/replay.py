@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,7 +34,7 @@ from dnr.data.window import Window, parse_ds
 from dnr.evaluation.gate import Decision, ReplaySummary, decide
 from dnr.evaluation.report import write_report
 from dnr.evaluation.scoring import DELTA_EDGES, ReplayScorer, ReplaySpec, ReplayState, reduce_states
-from dnr.registry import ModelVersion, Registry
+from dnr.registry import ModelVersion, ProductionChangedError, Registry
 from dnr.schemas import REPLAY_REPORTS
 from dnr.storage import Lake
 
@@ -55,7 +56,7 @@ class ReplayResult:
     rows_quarantined: int
     requests_evaluated: int
     registry_action: str | None = None
-    """promoted | rejected | None (decision recorded only)."""
+    """promoted | rejected | "not applied: ..." (production moved meanwhile) | None (not asked)."""
     seconds: float = 0.0
 
 
@@ -145,6 +146,9 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
     started = time.monotonic()
     registry = Registry(lake)
     cand, base = resolve_versions(registry, cfg.train.model_name, candidate, baseline)
+    # the promotion below commits only if this is still production by then
+    current = registry.production(cand.model_name)
+    production = current.version if current is not None else None
     table_version, partitions = table_partitions(lake)
     ds = held_out_day(cand, partitions, ds)
     report_id = f"{cand.version}-{ds}-{uuid.uuid4().hex[:8]}"
@@ -189,15 +193,29 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
     if promote:
         if before_commit is not None:
             before_commit()
-        result.registry_action = apply_decision(registry, cand, decision, report_id)
+        result.registry_action = apply_decision(registry, cand, decision, report_id, production)
     result.seconds = time.monotonic() - started
     return result
 
 
-def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, report_id: str) -> str:
-    """Move the registry: promote (one commit with the retirement) or reject the candidate."""
+def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, report_id: str,
+                   production: str | None) -> str:
+    """Move the registry: promote (one commit with the retirement) or reject the candidate.
+
+    ``production`` is the production version when the candidate was evaluated: the promotion
+    commits only if it still is. If a rollback or another promotion moved production
+    meanwhile, nothing changes, the candidate stays a candidate and the action says so: the
+    comparison was against a model that no longer serves, so it has to be evaluated again.
+    """
     if decision.promote:  # the registry prefixes "promoted by replay report <id>" itself
-        registry.promote(cand.version, reason="every gate check passed", report_id=report_id)
+        try:
+            registry.promote(cand.version, reason="every gate check passed", report_id=report_id,
+                             expected_production=production)
+        except ProductionChangedError as exc:
+            warnings.warn(str(exc), stacklevel=2)
+            now = registry.production(cand.model_name)
+            return (f"not applied: production moved from {production or 'none'} to "
+                    f"{now.version if now else 'none'} during the evaluation; evaluate again")
         return "promoted"
     failed = ", ".join(c.name for c in decision.checks if not c.passed)
     registry.reject(cand.version, reason=f"failed {failed}", report_id=report_id)

@@ -13,7 +13,10 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from dnr.registry import ModelVersion, Registry, RegistryError, VersionExistsError, _Change
+from dnr.registry import (ModelVersion, ProductionChangedError, Registry, RegistryError,
+                          VersionExistsError, _Change)
+from dnr.evaluation.gate import Decision
+from dnr.evaluation.replay import apply_decision
 from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
 from dnr.training.daily import plan_window
@@ -139,6 +142,36 @@ def test_promote_refuses_what_is_not_a_candidate_and_a_second_promote_is_a_no_op
     assert _table_version(registry) == before
     with pytest.raises(RegistryError, match="cannot reject dnr-v0001: it is production.*rollback"):
         registry.reject("dnr-v0001", reason="no")
+
+
+def test_a_gate_promotion_commits_only_against_the_production_it_was_evaluated_with(tmp_path):
+    registry = _registry(tmp_path, *(_version(n, "candidate") for n in (1, 2, 3)))
+    with pytest.raises(ProductionChangedError, match="production of 'dnr' is none, not dnr-v0009"):
+        registry.promote("dnr-v0001", reason="gate", expected_production="dnr-v0009")
+    registry.promote("dnr-v0001", reason="first", expected_production=None)
+    evaluated_against = registry.production("dnr").version
+    registry.promote("dnr-v0002", reason="an operator, meanwhile", by="bob")
+    before = _table_version(registry)
+    with pytest.raises(ProductionChangedError, match="is dnr-v0002, not dnr-v0001.*evaluate it again"):
+        registry.promote("dnr-v0003", reason="gate", report_id="rep-9", expected_production=evaluated_against)
+    assert _table_version(registry) == before and registry.get("dnr-v0003").status == "candidate"
+    registry.promote("dnr-v0003", reason="gate", expected_production="dnr-v0002")
+    assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "retired", "dnr-v0003": "production"}
+
+
+def test_a_gate_decision_against_a_production_that_moved_meanwhile_is_not_applied(tmp_path):
+    registry = _registry(tmp_path, *(_version(n, "candidate") for n in (1, 2, 3)))
+    registry.promote("dnr-v0001", reason="first")
+    promote = Decision(promote=True, checks=())
+    # the replay compared dnr-v0003 with dnr-v0001; an operator promoted dnr-v0002 before its commit
+    registry.promote("dnr-v0002", reason="hotfix", by="bob")
+    with pytest.warns(UserWarning, match="evaluate it again"):
+        action = apply_decision(registry, registry.get("dnr-v0003"), promote, "rep-1", "dnr-v0001")
+    assert action == ("not applied: production moved from dnr-v0001 to dnr-v0002 during the "
+                      "evaluation; evaluate again")
+    assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "production", "dnr-v0003": "candidate"}
+    assert apply_decision(registry, registry.get("dnr-v0003"), promote, "rep-2", "dnr-v0002") == "promoted"
+    assert registry.production("dnr").version == "dnr-v0003"
 
 
 def test_rollback_walks_back_through_retired_versions(tmp_path):
