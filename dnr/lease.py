@@ -70,7 +70,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnr.storage import Lake, _endpoint, _region
+from dnr.storage import Lake, s3_endpoint, s3_region
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ class _S3Store:
     def __init__(self, uri: str):
         self.uri = uri
         self.bucket, self.key = uri.split("://", 1)[1].split("/", 1)
-        self._client = _s3_client(_endpoint(), _region())
+        self._client = _s3_client(s3_endpoint(), s3_region())
 
     @staticmethod
     def _code(err) -> str:

@@ -17,11 +17,13 @@ import pyarrow.fs as pafs
 TABLES = ("request_logs", "quarantine", "model_registry", "replay_reports")
 
 
-def _endpoint() -> str | None:
+def s3_endpoint() -> str | None:
+    """The S3 endpoint of the environment (AWS SDK variables), None for AWS itself."""
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
 
 
-def _region() -> str:
+def s3_region() -> str:
+    """The region of the environment (AWS SDK variables), us-east-1 when unset."""
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
@@ -66,8 +68,8 @@ class Lake:
         """
         if not self.is_s3:
             return {}
-        opts = {"AWS_REGION": _region(), "conditional_put": "etag"}
-        endpoint = _endpoint()
+        opts = {"AWS_REGION": s3_region(), "conditional_put": "etag"}
+        endpoint = s3_endpoint()
         if endpoint:
             opts["AWS_ENDPOINT_URL"] = endpoint
             if endpoint.startswith("http://"):
@@ -78,8 +80,8 @@ class Lake:
         """A pyarrow filesystem for Parquet reads and writes outside Delta (Ray Data, reports)."""
         if not self.is_s3:
             return pafs.LocalFileSystem()
-        endpoint = _endpoint()
-        kwargs = {"region": _region()}
+        endpoint = s3_endpoint()
+        kwargs = {"region": s3_region()}
         if endpoint:
             parsed = urlparse(endpoint)
             kwargs["endpoint_override"] = parsed.netloc or endpoint

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+# splitmix64's constants; the serving hash (dnr.serving.hashing) imports these very ones
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+"""The increment (2^64 / golden ratio)."""
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
 
 
 def splitmix64(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """Hash an integer array element-wise to uint64. Same input and seed, same output."""
     with np.errstate(over="ignore"):
         z = np.asarray(x).astype(np.uint64, copy=True)
-        z += np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _GOLDEN + _GOLDEN
+        z += np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * GOLDEN + GOLDEN
         z ^= z >> np.uint64(30)
-        z *= _M1
+        z *= M1
         z ^= z >> np.uint64(27)
-        z *= _M2
+        z *= M2
         z ^= z >> np.uint64(31)
     return z
 

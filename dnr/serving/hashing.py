@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 
 # the training hash's own constants: one definition, so the two can never drift apart
-from dnr.data.hashing import _GOLDEN, _M1, _M2
+from dnr.data.hashing import GOLDEN, M1, M2
 
 ALGORITHM = "splitmix64"
 """Recorded in the serving manifest with num_buckets and hash_seed."""
@@ -44,11 +44,11 @@ def _logical_shift_right(z: torch.Tensor, k: int) -> torch.Tensor:
 
 def splitmix64(ids: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """int64 ids [...] -> int64 tensor [...] holding the bits of the uint64 splitmix64 hash."""
-    z = ids.to(torch.int64) + _as_int64((seed & _MASK64) * int(_GOLDEN) + int(_GOLDEN))
+    z = ids.to(torch.int64) + _as_int64((seed & _MASK64) * int(GOLDEN) + int(GOLDEN))
     z = z ^ _logical_shift_right(z, 30)
-    z = z * _as_int64(int(_M1))
+    z = z * _as_int64(int(M1))
     z = z ^ _logical_shift_right(z, 27)
-    z = z * _as_int64(int(_M2))
+    z = z * _as_int64(int(M2))
     return z ^ _logical_shift_right(z, 31)
 
 
