@@ -55,6 +55,8 @@ class DailyResult:
     """promoted | rejected when gate.auto_promote applied the decision."""
     replay_note: str | None = None
     """Why the replay evaluation did not run, when it did not."""
+    capped: str | None = None
+    """Set when train.max_steps stopped the epochs short of the window's rows."""
 
 
 def table_partitions(lake: Lake) -> tuple[int, list[str]]:
@@ -75,9 +77,15 @@ def plan_window(partitions: list[str], parent: ModelVersion | None, ds: str) -> 
     return (days[0], days[-1]) if days else None
 
 
-def _steps_per_epoch(rows: int, cfg: JobConfig) -> int:
+def full_steps_per_epoch(rows: int, cfg: JobConfig) -> int:
+    """Steps of one epoch over ``rows`` requests split across the workers."""
     per_worker = int(np.ceil(rows / cfg.train.num_workers))
-    steps = int(np.ceil(per_worker / cfg.data.batch_size))
+    return int(np.ceil(per_worker / cfg.data.batch_size))
+
+
+def steps_per_epoch(rows: int, cfg: JobConfig) -> int:
+    """What one epoch runs: the full count, capped by ``train.max_steps`` when set."""
+    steps = full_steps_per_epoch(rows, cfg)
     return min(steps, cfg.train.max_steps) if cfg.train.max_steps else steps
 
 
@@ -153,9 +161,13 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         f"{report.reasons or ''}")
     if report.rows_kept == 0:
         raise ValueError(f"every row of {window[0]}..{window[1]} was quarantined: {report.reasons}")
-    steps = _steps_per_epoch(report.rows_kept, cfg)
+    steps, full = steps_per_epoch(report.rows_kept, cfg), full_steps_per_epoch(report.rows_kept, cfg)
     say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
         f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
+    if steps < full:  # the version still covers the whole window: the next run starts after it
+        result.capped = (f"train.max_steps={cfg.train.max_steps} cut each epoch to {steps} of {full} "
+                         f"steps: about {steps / full:.0%} of the window was trained on (a smoke run)")
+        say(f"[daily] WARNING {result.capped}")
 
     lineage = {"parent_version": result.parent_version, "window_start": window[0],
                "window_end": window[1], "table_version": table_version,
@@ -182,6 +194,8 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         raise RuntimeError(f"run {run_name} finished without a checkpoint: {fit.error}")
     checkpoint_uri = ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
+    if result.capped:
+        metrics.update({"train/steps_per_epoch": steps, "train/steps_per_epoch_uncapped": full})
 
     row = dict(
         model_name=name, family=cfg.model.family, status="candidate",
@@ -248,6 +262,8 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
         rows += [("rows read", f"{result.rows_read:,}"),
                  ("quarantined", f"{result.rows_quarantined:,} {result.quarantine_reasons or ''}"),
                  ("global step", str(result.global_step))]
+        if result.capped:
+            rows.append(("capped", result.capped))
         rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
                  if k.startswith("train/loss")]
         rows += [("time", f"{result.seconds:.0f}s"), ("checkpoint", result.checkpoint_uri),

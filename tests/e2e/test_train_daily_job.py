@@ -55,6 +55,8 @@ def test_two_daily_runs_then_replay_promote_and_rollback(tmp_path):
 
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "trained" and result["global_step"] == 6
+    assert result["capped"].startswith("train.max_steps=6 cut each epoch to 6 of ")  # said, not hidden
+    assert "WARNING train.max_steps=6" in out
     assert (result["replay_decision"], result["registry_action"]) == ("promote", "promoted")
     lake = Lake(str(tmp_path / "lake"))  # the embedded default lake is ./lake
     registry = Registry(lake)
@@ -62,6 +64,7 @@ def test_two_daily_runs_then_replay_promote_and_rollback(tmp_path):
     assert v1.status == "production" and v1.parent_version is None
     assert v1.rows_read == result["rows_read"] > 0
     assert ckpt.load(v1.checkpoint_uri).progress.global_step == 6
+    assert json.loads(v1.metrics_json)["train/steps_per_epoch"] == 6
 
     # the next day lands; the second run trains it from production and replays the day after,
     # recording the decision without acting on it

@@ -12,7 +12,7 @@ from deltalake import DeltaTable
 from dnr.config import load_config
 from dnr.registry import Registry
 from dnr.training import checkpoint as ckpt
-from dnr.training.daily import _steps_per_epoch, run_daily
+from dnr.training.daily import run_daily, steps_per_epoch
 from tests.integration.test_train import LENIENT_GATE, TINY, add_days, ds
 
 pytestmark = pytest.mark.integration
@@ -27,7 +27,7 @@ def test_degre_daily_run_trains_registers_and_replays(ray_cluster, local_lake):
 
     first = run_daily(local_lake, cfg, verbose=False)
     assert first.status == "trained" and first.window == (ds(0), ds(1))
-    assert first.global_step == _steps_per_epoch(512, cfg)
+    assert first.global_step == steps_per_epoch(512, cfg)
     assert first.replay_decision is not None  # the generator's lists went through the same replay
     row = Registry(local_lake).versions("degre")[0]
     assert row.family == "degre" and row.version == first.version

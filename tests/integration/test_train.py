@@ -23,7 +23,7 @@ from dnr.data.window import Window
 from dnr.registry import Registry
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
-from dnr.training.daily import _steps_per_epoch, run_daily
+from dnr.training.daily import run_daily, steps_per_epoch
 
 pytestmark = pytest.mark.integration
 
@@ -126,7 +126,7 @@ def test_killed_worker_resumes_from_checkpoint_without_losing_steps(ray_cluster,
     add_days(local_lake, 0, 2, rows=1024)
     cfg = load_config(None, TINY + NO_REPLAY + ["train.checkpoint_every_steps=1", "train.max_failures=2",
                                                 "train.epochs=2"])
-    expected = 2 * _steps_per_epoch(1024, cfg)
+    expected = 2 * steps_per_epoch(1024, cfg)
     checkpoints = Path(local_lake.uri("checkpoints"))
     killed: list[int] = []
     session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
@@ -200,7 +200,7 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
     # what was fetched from the bucket: day 1 to train on, day 2 to replay; day 0 not a byte
     day0, day1, day2 = (_day_files(s3_lake, d) for d in range(3))
     assert day0 and s3_server.objects_read(data_files, since=mark) == day1 | day2
-    assert second.global_step == first.global_step + _steps_per_epoch(256, cfg)  # warm start continues
+    assert second.global_step == first.global_step + steps_per_epoch(256, cfg)  # warm start continues
     loaded = ckpt.load(ckpt.fetch(second.checkpoint_uri, s3_lake))  # weights_only: tensors and JSON
     assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(1)
     assert loaded.progress.global_step == second.global_step
@@ -238,5 +238,5 @@ def test_daily_run_on_gpu_with_bf16(ray_cluster, local_lake):
     cfg = load_config(None, TINY + LENIENT_GATE + ["train.use_gpu=true", "train.bf16=true",
                                                    "train.num_workers=1"])
     result = run_daily(local_lake, cfg, verbose=False)
-    assert result.status == "trained" and result.global_step == _steps_per_epoch(256, cfg)
+    assert result.status == "trained" and result.global_step == steps_per_epoch(256, cfg)
     assert all(np.isfinite(v) for k, v in result.metrics.items() if k.startswith("train/loss"))
