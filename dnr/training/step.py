@@ -23,7 +23,7 @@ The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
    remaining candidate along the best beam, turned into per-step soft targets.
 3. generator (the served ``reranker``) update: KL to the soft targets plus cross-entropy on the
    beam's choices, teacher-forced along the best beam. The ablation ``degre.dense=false`` skips
-   mining and uses one-hot targets from the logged list, clicks first.
+   the evaluator and mining and uses one-hot targets from the logged list, clicks first.
 """
 
 from __future__ import annotations
@@ -228,7 +228,9 @@ def _degre_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_c
                 dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
     if parts.evaluator is None:
         raise ValueError("model.family is degre but TrainParts.evaluator is None")
-    terms = evaluator_update(batch, parts, degre_cfg, optim_cfg)
+    # the ablation without dense supervision never asks the evaluator: it is not trained then
+    # (it stays in the checkpoint, untrained, so that the parts are the same in both settings)
+    terms = evaluator_update(batch, parts, degre_cfg, optim_cfg) if degre_cfg.dense else {}
     return terms | distill_update(batch, parts, degre_cfg, optim_cfg)
 
 
