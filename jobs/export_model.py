@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
 import sys
 
 import numpy as np
@@ -67,15 +66,8 @@ def main(argv=None) -> int:
     uri = export_version(lake, args.version, args.out, model_name=args.model)
     print(f"[export] wrote {uri}")
 
-    from dnr.training.checkpoint import fetch  # a local copy of any lake directory
-
     version, cfg, reranker = load_version(lake, args.version, args.model)
-    local = fetch(uri, lake)
-    try:
-        serving = load_artifact(local)
-    finally:
-        if lake.is_s3_uri(uri):
-            shutil.rmtree(local, ignore_errors=True)
+    serving = load_artifact(uri)  # what a serving process does: read it back from the lake
     rows, source = parity_rows(lake, cfg.data)
     diff = max_abs_difference(serving, reranker, rows)
     print(f"[export] {version} ({cfg.model.family}, score_mode={cfg.model.score_mode}): artifact vs eager "

@@ -1,6 +1,6 @@
 """Load a serving artifact and score requests with it.
 
-:func:`load_artifact` reads ``manifest.json``, refuses an unknown format version, reads
+:func:`load_artifact` reads ``manifest.json`` (from a local directory or an ``s3://`` prefix), refuses an unknown format version, reads
 ``reranker.pt2`` once into memory, checks its sha256 against the manifest and its contents with
 :func:`dnr.serving.archive.check_archive`, and only then hands those same bytes to
 ``torch.export.load``. Loading never unpickles anything (the archive check refuses every pickled
@@ -24,6 +24,7 @@ from dnr.config import JobConfig, config_from_dict
 from dnr.data.collate import collate
 from dnr.serving.archive import ArtifactError, check_archive
 from dnr.serving.export import ARTIFACT_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_BATCH
+from dnr.storage import Lake
 
 
 def _as_tensor(value, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -96,10 +97,24 @@ class ServingReranker:
         return self.score(batch.item_ids, batch.scores, batch.history_ids, batch.mask, batch.history_mask)
 
 
+def _read(directory: str | Path, name: str) -> bytes:
+    """The bytes of file ``name`` of an artifact directory: a local path or ``s3://bucket/key``
+    (credentials and endpoint from the AWS environment, as for the lake)."""
+    location = str(directory).rstrip("/")
+    if not Lake.is_s3_uri(location):
+        return (Path(location) / name).read_bytes()
+    lake = Lake(location)
+    try:
+        with lake.filesystem().open_input_stream(lake.fs_path(f"{location}/{name}")) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{location}/{name}: no such object") from None
+
+
 def read_manifest(directory: str | Path) -> dict:
     """The manifest of an artifact directory; ArtifactError if it is not one we can load."""
     try:
-        manifest = json.loads((Path(directory) / MANIFEST_FILE).read_text())
+        manifest = json.loads(_read(directory, MANIFEST_FILE))
     except json.JSONDecodeError as err:
         raise ArtifactError(f"{MANIFEST_FILE}: not JSON ({err})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -114,13 +129,14 @@ def read_manifest(directory: str | Path) -> dict:
 
 
 def load_artifact(directory: str | Path) -> ServingReranker:
-    """A :class:`ServingReranker` from an artifact directory written by ``export_reranker``.
+    """A :class:`ServingReranker` from an artifact directory written by ``export_reranker``,
+    a local path or an ``s3://`` prefix (read straight into memory, no local copy).
 
     Raises ArtifactError for an unknown format version, a sha256 that differs from the
     manifest's, or archive content we do not export (pickles, non-aten code).
     """
     manifest = read_manifest(directory)
-    data = (Path(directory) / ARTIFACT_FILE).read_bytes()
+    data = _read(directory, ARTIFACT_FILE)
     digest = hashlib.sha256(data).hexdigest()
     if digest != manifest["artifact"].get("sha256"):
         raise ArtifactError(f"{ARTIFACT_FILE}: sha256 {digest} differs from the manifest's "

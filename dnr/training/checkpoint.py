@@ -74,7 +74,10 @@ class LoadedCheckpoint:
 
 def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
          config_json: str, lineage: dict) -> Path:
-    """Write the checkpoint files into ``directory`` (created if needed)."""
+    """Write the checkpoint files into local ``directory`` (created if needed); Ray Train
+    uploads it to the run's storage (s3:// included) when it is reported."""
+    if "://" in str(directory):
+        raise ValueError(f"checkpoint.save writes a local directory, not {directory}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {"reranker": unwrap(parts.reranker).state_dict(),

@@ -25,6 +25,7 @@ from dnr.storage import Lake
 from dnr.serving import (
     ARTIFACT_FILE,
     MANIFEST_FILE,
+    ArtifactError,
     export_reranker,
     load_artifact,
     max_abs_difference,
@@ -194,14 +195,18 @@ def test_in_program_hash_is_bit_exact_with_training(num_buckets, seed):
                           np_hashing.splitmix64(ids, seed))
 
 
-def test_export_version_round_trip_through_the_registry(local_lake, tmp_path, capsys):
+@pytest.mark.parametrize("kind", ["local", pytest.param("s3", marks=pytest.mark.s3)])
+def test_export_version_round_trip_through_the_registry(kind, request, tmp_path, capsys):
     """A checkpoint registered as production -> jobs/export_model.py -> <lake>/serving/<version>/,
-    scoring like the checkpoint's reranker on the lake's newest rows."""
+    scoring like the checkpoint's reranker on the lake's newest rows; on S3 the artifact is read
+    back from the bucket, and a tampered one is refused there too."""
+    local_lake = request.getfixturevalue(f"{kind}_lake")
     cfg = _config("denoise")
     torch.manual_seed(1)
     parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim)
     torch.nn.init.normal_(parts.reranker.head[-1].weight, std=0.5)
-    ckpt = checkpoint.save(local_lake.uri("checkpoints", "dnr-2026-01-01"), parts,
+    where = local_lake.uri("checkpoints", "dnr-2026-01-01") if kind == "local" else tmp_path / "ckpt"
+    ckpt = checkpoint.save(where, parts,
                            checkpoint.TrainingProgress(global_step=3), config_to_json(cfg), lineage={})
     Registry(local_lake).register(ModelVersion(
         version="dnr-v0001", model_name="dnr", family="prm", status="production", checkpoint_uri=str(ckpt),
@@ -218,6 +223,17 @@ def test_export_version_round_trip_through_the_registry(local_lake, tmp_path, ca
     serving = load_artifact(target)
     assert serving.manifest["model_version"] == "dnr-v0001"
     assert max_abs_difference(serving, parts.reranker, _rows_table(seed=5)) <= TOLERANCE
+    if kind == "s3":
+        fs, key = local_lake.filesystem(), local_lake.fs_path(f"{target}/{ARTIFACT_FILE}")
+        with fs.open_input_stream(key) as f:
+            data = f.read()
+        with fs.open_output_stream(key) as f:  # one byte changed after export
+            f.write(data[:-1] + bytes([data[-1] ^ 1]))
+        with pytest.raises(ArtifactError, match="differs from the manifest"):
+            load_artifact(target)
+        with pytest.raises(FileNotFoundError, match="dnr-v0009/manifest.json: no such object"):
+            load_artifact(local_lake.uri("serving", "dnr-v0009"))
+        return
     # a lake without request logs: the parity check falls back to synthetic requests
     rows, source = job.parity_rows(Lake(str(tmp_path / "empty")), cfg.data)
     assert source == f"{job.SYNTHETIC_ROWS} synthetic requests" and rows.num_rows == job.SYNTHETIC_ROWS
