@@ -232,7 +232,8 @@ def synthetic_table(spec: SyntheticData) -> pa.Table:
 
 def public_table(ratings: str) -> pa.Table:
     """MovieLens ratings -> request_logs with the prepare_public job's default settings."""
-    from dnr.data.public import PublicDataConfig, build_request_logs, load_interactions
+    from dnr.data.interactions import load_interactions
+    from dnr.data.public import PublicDataConfig, build_request_logs
 
     return build_request_logs(load_interactions(ratings), PublicDataConfig()).table
 
