@@ -222,7 +222,8 @@ def time_split(table: pa.Table, eval_days: int, valid: bool) -> Split:
 
 def synthetic_table(spec: SyntheticData) -> pa.Table:
     """Requests of the training days, then of the test day, from ``make_requests``."""
-    from dnr.data.synth import WorldConfig, make_requests
+    from dnr.data.synth import make_requests
+    from dnr.data.synth_world import WorldConfig
 
     world = WorldConfig(seed=spec.world_seed, num_items=spec.num_items)
     sizes = [spec.requests_per_day] * spec.train_days + [spec.test_requests]
@@ -232,7 +233,8 @@ def synthetic_table(spec: SyntheticData) -> pa.Table:
 
 def public_table(ratings: str) -> pa.Table:
     """MovieLens ratings -> request_logs with the prepare_public job's default settings."""
-    from dnr.data.public import PublicDataConfig, build_request_logs, load_interactions
+    from dnr.data.interactions import load_interactions
+    from dnr.data.public import PublicDataConfig, build_request_logs
 
     return build_request_logs(load_interactions(ratings), PublicDataConfig()).table
 

@@ -59,7 +59,8 @@ import torch
 
 from dnr.config import JobConfig, config_from_dict, config_to_dict, load_config
 from dnr.data.collate import collate
-from dnr.data.synth import WorldConfig, make_requests
+from dnr.data.synth import make_requests
+from dnr.data.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake

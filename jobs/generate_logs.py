@@ -16,7 +16,8 @@ import datetime as dt
 import sys
 import time
 
-from dnr.data.synth import DEFAULT_START, DaysExistError, WorldConfig, write_request_logs
+from dnr.data.synth import DEFAULT_START, DaysExistError, write_request_logs
+from dnr.data.synth_world import WorldConfig
 from dnr.storage import Lake
 
 

@@ -5,7 +5,7 @@
 Trains an MF retriever on the earliest interactions, replays the later ones as requests with the
 retriever's top candidates and future-rating labels, spreads them over ``--days`` days and writes
 them to the lake. The choices (split, labels, score calibration, ds mapping) are documented in
-``dnr/data/public.py``.
+``dnr/data/public.py``; the retriever and the calibration in ``dnr/data/public_retriever.py``.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import time
 
 import torch
 
+from dnr.data.interactions import FORMATS, load_interactions
 from dnr.data.public import (
-    FORMATS,
     PublicDataConfig,
     build_request_logs,
     ensure_writable,
     format_summary,
-    load_interactions,
     write_request_logs,
 )
 from dnr.storage import Lake

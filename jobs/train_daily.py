@@ -52,7 +52,8 @@ def main(argv=None) -> int:
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")
 
     if embedded and not _has_logs(lake):
-        from dnr.data.synth import WorldConfig, write_request_logs
+        from dnr.data.synth import write_request_logs
+        from dnr.data.synth_world import WorldConfig
 
         print(f"[daily] {lake.table_uri('request_logs')} does not exist: generating a small synthetic "
               f"world first ({EMBEDDED_WORLD['days']} days x {EMBEDDED_WORLD['requests_per_day']:,} requests)")

@@ -3,10 +3,9 @@
 The world, per request (all randomness is stateless hashing of ids, so any slice of any day can
 be generated alone, on any worker, in any order, and ``num_users=10**9`` costs nothing):
 
-* **Users and items** have latent vectors ``u, v ∈ R^d`` derived from their index by seeded
-  hashing (Box-Muller), never stored. Items belong to topics (a shared topic direction plus an
-  individual part), have a popularity rank (a small index is a popular item) and an intrinsic
-  quality. Item ids are the index hashed to an arbitrary-looking positive int64.
+* **Users and items** (:mod:`dnr.data.synth_world`, with :class:`WorldConfig`) have latent
+  vectors derived from their index by seeded hashing, never stored; items have topics, a
+  popularity rank and an intrinsic quality.
 * **Retriever** (deliberately weaker): it sees a noisy rank-``retriever_rank`` view of the same
   vectors, over-trusts popularity, knows nothing of quality, position or list context, and adds
   per-request noise. It scores a popularity-biased pool of ``pool_size`` items and keeps its top
@@ -30,257 +29,35 @@ it into the lake's Delta table.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, fields
-from functools import cached_property
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 
 from dnr.data.hashing import splitmix64
+from dnr.data.synth_world import (
+    ItemFeatures,
+    WorldConfig,
+    item_features,
+    item_ids,
+    normals,
+    power_law_index,
+    uniforms,
+    user_features,
+    user_ids,
+)
 from dnr.schemas import PARTITION_COLUMN
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _US_PER_DAY = 86_400 * 1_000_000
-_TWO_PI = 2.0 * np.pi
 _HEX = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
 
-# Independent random streams: each is a salt mixed with the world seed (see WorldConfig.salts).
-_STREAMS = (
-    "item_id", "item_vec", "item_quality", "item_topic", "topic_vec", "retr_item",
-    "user_id", "user_vec", "user_bias", "retr_user", "day", "request_id",
-    "request", "pool", "retr_noise", "label", "history", "history_pick", "history_time",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class WorldConfig:
-    """Parameters of the synthetic world; ``__post_init__`` names a bad field and value.
-
-    The defaults are tuned so that (seeds 0-5, 2,000 requests each; tests/unit/test_synth.py):
-    the retriever's AUC against the labels, pooled over all candidates, is 0.79-0.81 (the DNR
-    paper's MF retrievers: 0.79-0.90); 4.8-6.4% of candidates are clicked (about 20% of
-    requests have no click); NDCG@6 is ≈ 0.40 in retriever order, ≈ 0.71 in oracle order
-    (``true_click_prob``) and ≈ 0.10 in random order. Removing one term from the oracle costs
-    NDCG@6: affinity 0.41, quality 0.05, position 0.04, list context 0.02, popularity 0.01.
-    """
-
-    seed: int = 0
-    """World seed: same seed, day and request index, same row."""
-    num_users: int = 100_000
-    """Users in the world; only hashed, never materialised, so 10**9 is as cheap as 10**3."""
-    num_items: int = 100_000
-    """Items in the world; only hashed, never materialised."""
-    list_len: int = 50
-    """L: candidates the retriever keeps per request (shorter only if the pool has fewer
-    distinct items)."""
-    pool_size: int = 300
-    """Items the retriever scores per request, sampled by popularity (with repeats removed)."""
-    latent_dim: int = 16
-    """d: dimension of the true user and item vectors."""
-    num_topics: int = 16
-    """Item topics; items of one topic share a direction, which makes lists redundant."""
-    topic_share: float = 0.6
-    """Fraction of an item vector's variance that comes from its topic direction."""
-    item_popularity_skew: float = 2.5
-    """γ of the popularity law: an item index is ``num_items·U^γ``; larger is more skewed."""
-    user_activity_skew: float = 1.5
-    """Same law for which user sends a request (a few users are very active)."""
-    base_logit: float = -6.0
-    """Intercept of the true click logit; sets the click rate."""
-    user_bias_std: float = 0.3
-    """Std of a per-user click propensity (invisible to the retriever)."""
-    affinity_weight: float = 3.0
-    """Weight of the true affinity ``<u, v>`` (unit variance) in the click logit."""
-    popularity_weight: float = 0.3
-    """Weight of the standardised log-popularity in the click logit."""
-    quality_weight: float = 0.8
-    """Weight of the item's intrinsic quality (N(0, 1), invisible to the retriever)."""
-    position_weight: float = 0.6
-    """Position bias: the click logit drops by this times ``log(1 + position)``."""
-    redundancy_weight: float = 2.5
-    """List context: the click logit drops by this times the mean positive cosine similarity
-    to the neighbouring items in the shown order."""
-    retriever_rank: int = 12
-    """Rank of the retriever's view: it sees only the first r coordinates of the vectors."""
-    retriever_embedding_noise: float = 0.3
-    """Std of the fixed per-user and per-item error on the retriever's vectors (relative to
-    the vectors' own per-coordinate std)."""
-    retriever_popularity_weight: float = 0.6
-    """Weight the retriever gives to popularity (the truth gives ``popularity_weight``)."""
-    retriever_noise: float = 0.5
-    """Std of per-request noise on each retriever logit (the "noisy score" of DNR)."""
-    retriever_scale: float = 1.0
-    """Slope of the sigmoid that maps the retriever logit to a score in [0, 1]."""
-    retriever_offset: float = -1.5
-    """Intercept of that sigmoid (scores of the kept top-L then spread over roughly 0.2-0.95)."""
-    history_max_len: int = 50
-    """Longest history; the length is uniform in 1..max for users with a history."""
-    empty_history_frac: float = 0.1
-    """Fraction of (user, day) pairs with an empty history (new or returning-after-long users)."""
-    history_pool: int = 150
-    """Items sampled per (user, day) from which the history keeps the ones the user likes most."""
-    shown_k: int = 0
-    """Exposure: 0 = every candidate shown and labelled (``exposed`` null); K > 0 = only the
-    top-K of the logged order is shown (``exposed`` set, other labels 0)."""
-
-    def __post_init__(self):
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int if f.type == "int" else (int, float)):
-                _bad(f.name, value, f"must be {'an int' if f.type == 'int' else 'a number'}")
-        positive = ("num_users", "num_items", "list_len", "pool_size", "latent_dim", "num_topics",
-                    "retriever_rank", "history_max_len", "history_pool", "item_popularity_skew",
-                    "user_activity_skew", "retriever_scale")  # fmt: skip
-        for name in positive:
-            if not getattr(self, name) > 0:
-                _bad(name, getattr(self, name), "must be > 0")
-        non_negative = ("user_bias_std", "affinity_weight", "popularity_weight", "quality_weight",
-                        "position_weight", "redundancy_weight", "retriever_embedding_noise",
-                        "retriever_popularity_weight", "retriever_noise", "shown_k")  # fmt: skip
-        for name in non_negative:
-            if not getattr(self, name) >= 0:
-                _bad(name, getattr(self, name), "must be >= 0")
-        if not 0 <= self.topic_share < 1:
-            _bad("topic_share", self.topic_share, "must be in [0, 1)")
-        if not 0 <= self.empty_history_frac <= 1:
-            _bad("empty_history_frac", self.empty_history_frac, "must be in [0, 1]")
-        if self.latent_dim % 2:
-            _bad("latent_dim", self.latent_dim, "must be even (Box-Muller makes normals in pairs)")
-        if self.retriever_rank > self.latent_dim:
-            _bad("retriever_rank", self.retriever_rank, f"must be <= latent_dim={self.latent_dim}")
-        if self.num_items < self.list_len:
-            _bad("num_items", self.num_items, f"must be >= list_len={self.list_len}")
-        if self.pool_size < self.list_len:
-            _bad("pool_size", self.pool_size, f"must be >= list_len={self.list_len}")
-        if self.history_pool < self.history_max_len:
-            _bad("history_pool", self.history_pool, f"must be >= history_max_len={self.history_max_len}")
-        if self.shown_k > self.list_len:
-            _bad("shown_k", self.shown_k, f"must be <= list_len={self.list_len}")
-        for name in ("num_users", "num_items"):
-            if getattr(self, name) > 2**53:
-                _bad(name, getattr(self, name), "must be <= 2**53 (indices are drawn in float64)")
-        if not -(2**63) <= self.seed < 2**63:
-            _bad("seed", self.seed, "must fit in int64")
-
-    @cached_property
-    def salts(self) -> dict[str, int]:
-        """One 64-bit salt per random stream, derived from the seed."""
-        mixed = splitmix64(np.arange(len(_STREAMS), dtype=np.uint64), self.seed)
-        return dict(zip(_STREAMS, (int(s) for s in mixed)))
-
-
-def _bad(name: str, value, why: str):
-    raise ValueError(f"WorldConfig.{name}={value!r}: {why}")
-
 
 # --------------------------------------------------------------------------------------------
-# Stateless random numbers
+# One batch of requests
 # --------------------------------------------------------------------------------------------
-
-
-def _mix(keys: np.ndarray, n: int, salt: int) -> np.ndarray:
-    """``[..., n]`` independent uint64 hashes of each key, for stream ``salt``."""
-    base = splitmix64(keys, salt)[..., None]
-    return splitmix64(base ^ np.arange(n, dtype=np.uint64))
-
-
-def _uniforms(keys: np.ndarray, n: int, salt: int) -> np.ndarray:
-    """``[..., n]`` float64 uniforms in (0, 1)."""
-    return ((_mix(keys, n, salt) >> np.uint64(11)).astype(np.float64) + 0.5) * (1.0 / (1 << 53))
-
-
-def _normals(keys: np.ndarray, d: int, salt: int) -> np.ndarray:
-    """``[..., d]`` float64 standard normals per key (Box-Muller, two per 64-bit hash)."""
-    h = _mix(keys, d // 2, salt)
-    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * (1.0 / (1 << 32))
-    u2 = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * (1.0 / (1 << 32))
-    r = np.sqrt(-2.0 * np.log(u1))
-    return np.concatenate([r * np.cos(_TWO_PI * u2), r * np.sin(_TWO_PI * u2)], axis=-1)
-
-
-def _power_law_index(u: np.ndarray, n: int, skew: float) -> np.ndarray:
-    """Index in [0, n) with density ∝ x^(1/skew − 1): index 0 is the most frequent."""
-    return np.minimum((n * u**skew).astype(np.int64), n - 1)
-
-
-def _public_ids(index: np.ndarray, salt: int) -> np.ndarray:
-    """Index -> arbitrary-looking non-negative int64 id, distinct for distinct indices.
-
-    splitmix64 is a bijection of uint64; re-hashing the values that land in the upper half
-    (cycle walking) makes it a bijection of [0, 2**63), so ids never collide. Each round
-    halves the values left, so the loop runs ~log2(n) vectorised rounds.
-    """
-    h = splitmix64(index, salt)
-    high = h >= np.uint64(2**63)
-    while high.any():
-        h[high] = splitmix64(h[high], salt)
-        high[high] = h[high] >= np.uint64(2**63)
-    return h.astype(np.int64)
-
-
-def item_ids(config: WorldConfig, index: np.ndarray) -> np.ndarray:
-    """The int64 id of item ``index`` (for tests and tools; generation keeps the index)."""
-    return _public_ids(np.asarray(index, dtype=np.int64), config.salts["item_id"])
-
-
-def user_ids(config: WorldConfig, index: np.ndarray) -> np.ndarray:
-    """The int64 id of user ``index``."""
-    return _public_ids(np.asarray(index, dtype=np.int64), config.salts["user_id"])
-
-
-# --------------------------------------------------------------------------------------------
-# The world's users and items (computed on demand for the indices a batch touches)
-# --------------------------------------------------------------------------------------------
-
-
-#: items whose features are hashed at once; bounds the float64 temporaries (~0.5 KB per item)
-_ITEM_CHUNK = 16_384
-
-
-@dataclass
-class _Items:
-    """Features of a set of item indices (the distinct items of one batch), float32 to halve
-    the [B, P, d] gathers that dominate the cost. Shapes: [N, ...]."""
-
-    vec: np.ndarray  # [N, d] true latent vector; <u, v> has unit variance
-    inv_norm: np.ndarray  # [N] 1 / |vec| (for the cosine similarity of list neighbours)
-    popularity: np.ndarray  # [N] standardised log-popularity (mean 0, std 1 under the pool law)
-    quality: np.ndarray  # [N] intrinsic appeal, N(0, 1)
-    retr_vec: np.ndarray  # [N, r] the retriever's noisy low-rank view of vec
-
-
-def _items(c: WorldConfig, index: np.ndarray) -> _Items:
-    s, d, r, n = c.salts, c.latent_dim, c.retriever_rank, len(index)
-    scale = d**-0.25  # so <u, v> has unit variance
-    topic_vecs = np.sqrt(c.topic_share) * _normals(np.arange(c.num_topics), d, s["topic_vec"])
-    out = _Items(*(np.empty(shape, np.float32) for shape in ((n, d), n, n, n, (n, r))))
-    for lo in range(0, n, _ITEM_CHUNK):
-        idx = index[lo : lo + _ITEM_CHUNK]
-        rows = slice(lo, lo + len(idx))
-        topic = (splitmix64(idx, s["item_topic"]) % np.uint64(c.num_topics)).astype(np.int64)
-        vec = scale * (topic_vecs[topic] + np.sqrt(1 - c.topic_share) * _normals(idx, d, s["item_vec"]))
-        out.vec[rows] = vec
-        out.inv_norm[rows] = 1.0 / np.linalg.norm(vec, axis=-1)
-        noise = _normals(idx, r + r % 2, s["retr_item"])[:, :r]
-        out.retr_vec[rows] = vec[:, :r] + scale * c.retriever_embedding_noise * noise
-        # -log of the index's quantile is Exp(mean=skew) under the pool law: standardise it.
-        popularity = -np.log((idx + 0.5) / c.num_items) / c.item_popularity_skew - 1.0
-        out.popularity[rows] = np.minimum(popularity, 4.0)
-        out.quality[rows] = _normals(idx, 2, s["item_quality"])[:, 0]
-    return out
-
-
-def _users(c: WorldConfig, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true vector [B, d], click bias [B], retriever's view [B, r]) of user indices."""
-    s, d, r = c.salts, c.latent_dim, c.retriever_rank
-    scale = d**-0.25
-    vec = scale * _normals(index, d, s["user_vec"])
-    bias = c.user_bias_std * _normals(index, 2, s["user_bias"])[:, 0]
-    noise = _normals(index, r + r % 2, s["retr_user"])[:, :r]
-    retr = vec[:, :r] + scale * c.retriever_embedding_noise * noise
-    return vec.astype(np.float32), bias, retr.astype(np.float32)
 
 
 def _distinct_mask(index: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -302,11 +79,6 @@ def _top(score: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.n
     return order, np.take_along_axis(valid, order, axis=1)
 
 
-# --------------------------------------------------------------------------------------------
-# One batch of requests
-# --------------------------------------------------------------------------------------------
-
-
 def day_key(config: WorldConfig, day: dt.date) -> int:
     """The 64-bit key of a day; request keys are ``splitmix64(index, day_key)``."""
     return int(splitmix64(np.array([day.toordinal()], dtype=np.uint64), config.salts["day"])[0])
@@ -326,21 +98,21 @@ def make_requests(config: WorldConfig, day: dt.date, request_index: np.ndarray) 
         raise ValueError("request_index must be a 1-d array of non-negative integers")
     b, L = idx.size, c.list_len
     rkey = splitmix64(idx.astype(np.uint64), day_key(c, day))  # bijective in idx: unique per day
-    user_u, time_u = _uniforms(rkey, 2, s["request"]).T
-    user = _power_law_index(user_u, c.num_users, c.user_activity_skew)
-    u_vec, u_bias, u_retr = _users(c, user)
+    user_u, time_u = uniforms(rkey, 2, s["request"]).T
+    user = power_law_index(user_u, c.num_users, c.user_activity_skew)
+    u_vec, u_bias, u_retr = user_features(c, user)
 
     # The retriever's pool and the history sample; item features once per distinct item.
     pool, pool_first = _distinct_mask(_item_sample(c, rkey, c.pool_size, s["pool"]))
     hkey = splitmix64(user.astype(np.uint64), day_key(c, day) ^ s["history"])  # per (user, day)
     hist, hist_first = _distinct_mask(_item_sample(c, hkey, c.history_pool, s["history"]))
     distinct, inverse = np.unique(np.concatenate([pool.ravel(), hist.ravel()]), return_inverse=True)
-    items = _items(c, distinct)
+    items = item_features(c, distinct)
     pool = inverse[: pool.size].reshape(pool.shape)  # from here on: rows of `items`
     hist = inverse[pool.size :].reshape(hist.shape)
 
     # Retriever: noisy low-rank affinity + over-trusted popularity + per-request noise.
-    noise = _normals(rkey, c.pool_size + c.pool_size % 2, s["retr_noise"])[:, : c.pool_size]
+    noise = normals(rkey, c.pool_size + c.pool_size % 2, s["retr_noise"])[:, : c.pool_size]
     retr_logit = (
         np.einsum("br,bpr->bp", u_retr, items.retr_vec[pool]) * np.sqrt(c.latent_dim / c.retriever_rank)
         + c.retriever_popularity_weight * items.popularity[pool]
@@ -363,7 +135,7 @@ def make_requests(config: WorldConfig, day: dt.date, request_index: np.ndarray) 
         - c.redundancy_weight * _neighbour_similarity(unit, valid)
     )
     prob = _sigmoid(logit)
-    labels = _uniforms(rkey, L, s["label"]) < prob
+    labels = uniforms(rkey, L, s["label"]) < prob
     exposed = None
     if c.shown_k:
         exposed = np.broadcast_to(position[None, :] < c.shown_k, (b, L))
@@ -392,7 +164,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 def _item_sample(c: WorldConfig, keys: np.ndarray, n: int, salt: int) -> np.ndarray:
     """[B, n] item indices drawn by popularity (with repeats)."""
-    return _power_law_index(_uniforms(keys, n, salt), c.num_items, c.item_popularity_skew)
+    return power_law_index(uniforms(keys, n, salt), c.num_items, c.item_popularity_skew)
 
 
 def _neighbour_similarity(unit: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -409,14 +181,14 @@ def _neighbour_similarity(unit: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return total / np.maximum(count, 1.0)
 
 
-def _history(c: WorldConfig, u_vec, items: _Items, hist, hist_first, hkey) -> tuple[np.ndarray, np.ndarray]:
+def _history(c: WorldConfig, u_vec, items: ItemFeatures, hist, hist_first, hkey) -> tuple[np.ndarray, np.ndarray]:
     """The user's recent items, oldest first: ([B, H] rows of ``items``, [B, H] keep mask).
 
     The best-liked of the sample (true affinity + Gumbel noise), a random length per (user, day),
     then a random time order.
     """
     s, H = c.salts, c.history_max_len
-    pick_u = _uniforms(hkey, c.history_pool + 1, s["history_pick"])
+    pick_u = uniforms(hkey, c.history_pool + 1, s["history_pick"])
     liking = np.einsum("bd,bhd->bh", u_vec, items.vec[hist]) - 0.5 * np.log(-np.log(pick_u[:, 1:]))
     order, valid = _top(liking, hist_first, H)
     length_u = pick_u[:, 0]
@@ -424,7 +196,7 @@ def _history(c: WorldConfig, u_vec, items: _Items, hist, hist_first, hkey) -> tu
     frac = (length_u - c.empty_history_frac) / max(1.0 - c.empty_history_frac, 1e-12)
     length = np.where(has_history, 1 + np.minimum((frac * H).astype(np.int64), H - 1), 0)
     keep = valid & (np.arange(H)[None, :] < length[:, None])
-    time_order = np.argsort(np.where(keep, _uniforms(hkey, H, s["history_time"]), np.inf), axis=1)
+    time_order = np.argsort(np.where(keep, uniforms(hkey, H, s["history_time"]), np.inf), axis=1)
     return (
         np.take_along_axis(np.take_along_axis(hist, order, axis=1), time_order, axis=1),
         np.take_along_axis(keep, time_order, axis=1),

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 from deltalake import write_deltalake
 
-from dnr.data.synth import WorldConfig, make_requests
+from dnr.data.synth import make_requests
+from dnr.data.synth_world import WorldConfig
 from dnr.registry import Registry
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt

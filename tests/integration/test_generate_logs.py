@@ -13,7 +13,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from dnr.data.synth import DaysExistError, WorldConfig, make_requests, write_request_logs
+from dnr.data.synth import DaysExistError, make_requests, write_request_logs
+from dnr.data.synth_world import WorldConfig
 from dnr.schemas import PARTITION_COLUMN
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake

@@ -18,7 +18,8 @@ import torch
 from deltalake import DeltaTable, write_deltalake
 
 from dnr.config import config_from_dict, config_to_dict, load_config
-from dnr.data.synth import WorldConfig, make_requests
+from dnr.data.synth import make_requests
+from dnr.data.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.registry import Registry
 from dnr.storage import Lake

@@ -13,17 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from dnr.data.interactions import InteractionFileError, detect_format, load_interactions
 from dnr.data.public import (
-    InteractionFileError,
     PublicDataConfig,
     build_request_logs,
-    detect_format,
-    load_interactions,
     pooled_auc,
     rebase_to_days,
     write_request_logs,
 )
-from dnr.data.public import _fit_platt
+from dnr.data.public_retriever import fit_platt
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 
@@ -214,9 +212,9 @@ def test_platt_fit_recovers_a_known_calibration():
     rng = np.random.default_rng(0)
     raw = rng.normal(3.0, 2.0, 20_000)
     labels = (rng.random(raw.size) < 1 / (1 + np.exp(-(0.5 * raw - 4.0)))).astype(np.int8)
-    a, b = _fit_platt(raw, labels)
+    a, b = fit_platt(raw, labels)
     assert a == pytest.approx(0.5, abs=0.05) and b == pytest.approx(-4.0, abs=0.2)
-    assert _fit_platt(raw, np.zeros_like(labels)) is None  # one class: nothing to calibrate on
+    assert fit_platt(raw, np.zeros_like(labels)) is None  # one class: nothing to calibrate on
 
 
 def test_pooled_auc_counts_ties_as_half():

@@ -13,7 +13,8 @@ import torch
 
 from dnr.config import GateConfig, JobConfig, config_to_json
 from dnr.data.collate import collate
-from dnr.data.synth import WorldConfig, make_requests
+from dnr.data.synth import make_requests
+from dnr.data.synth_world import WorldConfig
 from dnr.evaluation.bootstrap import DeltaInterval, PairedBootstrap, poisson_weights
 from dnr.evaluation.gate import ReplaySummary, decide
 from dnr.evaluation.metrics import MetricAccumulator
