@@ -22,7 +22,9 @@ are never both committed from one snapshot; the loser re-reads, re-checks and re
 ``update``/``merge`` alone would not do: with deltalake 1.6.6 two ``update``s promoting two
 candidates that sit in different files both commit and leave two production rows. Status
 changes also rewrite the whole (small) table, which alone makes two of them conflict
-("a concurrent transaction deleted data this operation read").
+("a concurrent transaction deleted data this operation read"). On top of that, a gate's
+promotion names the production it was evaluated against (``expected_production``) and is
+refused if production has moved since.
 """
 
 from __future__ import annotations
