@@ -95,6 +95,10 @@ class VersionExistsError(RegistryError):
 class ProductionChangedError(RegistryError):
     """``promote(..., expected_production=X)`` found another production than X."""
 
+    def __init__(self, message: str, expected: str | None, current: str | None):
+        super().__init__(message)
+        self.expected, self.current = expected, current
+
 
 ANY = object()
 """``promote``'s default ``expected_production``: promote whatever production is now."""
@@ -268,7 +272,8 @@ class Registry:
                     f"cannot promote {version}: production of {target.model_name!r} is "
                     f"{current or 'none'}, not {expected_production or 'none'} as when it was "
                     f"evaluated ({old.status_reason if old is not None else 'no production row'}); "
-                    f"evaluate it again against the new production")
+                    f"evaluate it again against the new production",
+                    expected=expected_production, current=current)
             now = _now()
             new = replace(target, status="production", promoted_at=now, retired_at=None,
                           status_reason=f"promoted by {who}: {reason}", report_id=report_id)

@@ -213,9 +213,8 @@ def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, r
                              expected_production=production)
         except ProductionChangedError as exc:
             warnings.warn(str(exc), stacklevel=2)
-            now = registry.production(cand.model_name)
-            return (f"not applied: production moved from {production or 'none'} to "
-                    f"{now.version if now else 'none'} during the evaluation; evaluate again")
+            return (f"not applied: production moved from {exc.expected or 'none'} to "
+                    f"{exc.current or 'none'} during the evaluation; evaluate again")
         return "promoted"
     failed = ", ".join(c.name for c in decision.checks if not c.passed)
     registry.reject(cand.version, reason=f"failed {failed}", report_id=report_id)
