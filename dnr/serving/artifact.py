@@ -3,8 +3,9 @@
 :func:`load_artifact` reads ``manifest.json`` (from a local directory or an ``s3://`` prefix),
 refuses an unknown format version, reads ``reranker.pt2`` once into memory, checks its sha256
 against the manifest and its contents with :func:`dnr.serving.archive.check_archive`, and only
-then hands those same bytes to ``torch.export.load``. Loading never unpickles anything (the archive check refuses every pickled
-payload) and never runs code from the file beyond aten operators.
+then hands those same bytes to ``torch.export.load``. Loading never unpickles anything (the
+archive check refuses every pickled payload) and never runs code from the file beyond aten
+operators.
 """
 
 from __future__ import annotations
