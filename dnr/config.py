@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 import yaml
 
 from dnr.config_sections import (
+    EMBEDDING_OPTIMIZERS,
+    EMBEDDING_SHARDINGS,
     HEURISTIC_GENERATORS,
     LX_ESTIMATORS,
     MODEL_GENERATORS,
@@ -39,6 +41,8 @@ __all__ = [
     "DNRConfig",
     "DataConfig",
     "DeGReConfig",
+    "EMBEDDING_OPTIMIZERS",
+    "EMBEDDING_SHARDINGS",
     "GateConfig",
     "HEURISTIC_GENERATORS",
     "JobConfig",
@@ -75,6 +79,14 @@ class JobConfig:
     """Offline replay evaluation and promotion."""
     degre: DeGReConfig = field(default_factory=DeGReConfig)
     """DeGRe evaluator, mining and distillation (model.family=degre)."""
+
+    def __post_init__(self):
+        # the one check that spans two sections: a fused optimizer the CPU kernels lack
+        if not self.train.use_gpu and not EMBEDDING_OPTIMIZERS[self.optim.embedding_optimizer]:
+            raise ValueError(
+                f"config optim.embedding_optimizer={self.optim.embedding_optimizer!r}: TorchRec has no "
+                f"fused {self.optim.embedding_optimizer} for CPU tables (train.use_gpu=false); use one of "
+                f"{', '.join(k for k, cpu in EMBEDDING_OPTIMIZERS.items() if cpu)}, or train on GPUs")
 
 
 # ---- loading: YAML file, then key=value overrides, then one construction per section ----

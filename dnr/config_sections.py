@@ -148,7 +148,9 @@ class DNRConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW for the reranker theta and the generator phi."""
+    """AdamW for the dense parameters of the reranker theta and the generator phi; the item
+    tables have their own optimizer (``embedding_optimizer``), fused into the backward pass
+    when the tables are sharded, so a step updates only the rows its batch touched."""
 
     lr: float = 1e-3
     """Learning rate of the reranker."""
@@ -157,14 +159,31 @@ class OptimConfig:
     weight_decay: float = 0.0
     """AdamW weight decay of both models; 0 because decay shrinks the rarely seen embedding rows."""
     grad_clip: float = 1.0
-    """Max global gradient norm of each update; 0 disables clipping."""
+    """Max global gradient norm of each update's dense parameters; 0 disables clipping."""
+    embedding_optimizer: str = "rowwise_adagrad"
+    """Optimizer of the item tables: rowwise_adagrad (one accumulator per row: CPU and GPU, the
+    default), adagrad, sgd, or adam (GPU only: TorchRec's CPU kernels fuse no Adam)."""
+    embedding_lr: float = 0.05
+    """Learning rate of the item tables (Adagrad normalises each row's step, so it is larger
+    than the dense AdamW's)."""
 
     def __post_init__(self):
+        _check(self.embedding_optimizer in EMBEDDING_OPTIMIZERS, "optim.embedding_optimizer",
+               self.embedding_optimizer, f"must be one of {', '.join(EMBEDDING_OPTIMIZERS)}")
+        _check(self.embedding_lr > 0.0, "optim.embedding_lr", self.embedding_lr, "must be > 0")
         _check(self.lr > 0.0, "optim.lr", self.lr, "must be > 0")
         _check(self.generator_lr > 0.0, "optim.generator_lr", self.generator_lr, "must be > 0")
         _check(self.weight_decay >= 0.0, "optim.weight_decay", self.weight_decay, "must be >= 0")
         _check(self.grad_clip >= 0.0, "optim.grad_clip", self.grad_clip, "must be >= 0")
 
+
+EMBEDDING_OPTIMIZERS: dict[str, bool] = {"rowwise_adagrad": True, "adagrad": True, "sgd": True,
+                                         "adam": False}
+"""Item-table optimizers -> whether TorchRec fuses it on CPU (dnr.training.sharding maps each
+to its fused kernel and to the plain torch optimizer of an unsharded table)."""
+EMBEDDING_SHARDINGS = ("row_wise", "auto")
+"""row_wise: each worker holds a contiguous slice of every table's rows; auto: the TorchRec
+planner chooses table-wise, row-wise or column-wise per table."""
 
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _RESOURCE = re.compile(r"(?!(?:CPU|GPU|memory|object_store_memory)$)[A-Za-z0-9_-]+")
@@ -201,6 +220,9 @@ class TrainConfig:
     (e.g. the GPU group started with --resources='{"trainer": 4}'); empty = no constraint."""
     lease_ttl_s: float = 1800.0
     """Expiry of the run's lease on the lake (renewed every third of it while the run lives)."""
+    embedding_sharding: str = "row_wise"
+    """How the item tables are split across the workers: row_wise (each worker holds 1/N of the
+    rows) or auto (the TorchRec sharding planner's choice)."""
 
     def __post_init__(self):
         _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -216,6 +238,8 @@ class TrainConfig:
                "must be empty or a Ray custom resource name ([A-Za-z0-9_-], not CPU/GPU/memory)")
         _check(self.lease_ttl_s >= 10.0, "train.lease_ttl_s", self.lease_ttl_s,
                "must be >= 10 seconds (far above any clock skew between hosts)")
+        _check(self.embedding_sharding in EMBEDDING_SHARDINGS, "train.embedding_sharding",
+               self.embedding_sharding, f"must be one of {', '.join(EMBEDDING_SHARDINGS)}")
         _check(self.max_steps >= 0, "train.max_steps", self.max_steps, "must be >= 0 (0 = no limit)")
         _check(isinstance(self.model_name, str) and _MODEL_NAME.fullmatch(self.model_name) is not None,
                "train.model_name", self.model_name,

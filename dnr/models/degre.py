@@ -64,6 +64,7 @@ from torch import nn
 
 from dnr.config import DataConfig, DeGReConfig, ModelConfig
 from dnr.data.batch import RerankBatch
+from dnr.models.item_table import ItemTable
 from dnr.models.prm import PAD_LOGIT, HistoryPooling
 from dnr.models.score_modes import SCORE_MODES
 
@@ -76,10 +77,10 @@ class CandidateEncoder(nn.Module):
     item + retriever-rank + user (+ score, when the score mode embeds it) -> transformer encoder."""
 
     def __init__(self, d: int, n_layers: int, n_heads: int, ff_dim: int, dropout: float,
-                 score_as_input: bool, data_cfg: DataConfig):
+                 score_as_input: bool, data_cfg: DataConfig, table_device: str = "cpu"):
         super().__init__()
         self.max_list_len = data_cfg.max_list_len
-        self.item_embedding = nn.Embedding(data_cfg.num_buckets, d, padding_idx=0)
+        self.item_embedding = ItemTable(data_cfg.num_buckets, d, ("candidates", "history"), table_device)
         self.rank_embedding = nn.Embedding(data_cfg.max_list_len, d)
         self.user_pooling = HistoryPooling(d)
         self.user_projection = nn.Linear(d, d)
@@ -95,8 +96,10 @@ class CandidateEncoder(nn.Module):
         length = batch.list_len
         if length > self.max_list_len:
             raise ValueError(f"list length {length} exceeds data.max_list_len={self.max_list_len}")
-        user = self.user_pooling(self.item_embedding(batch.history_ids), batch.history_mask)
-        tokens = (self.item_embedding(batch.item_ids) + self.rank_embedding.weight[:length]
+        items, history = self.item_embedding([(batch.item_ids, batch.mask),
+                                              (batch.history_ids, batch.history_mask)])
+        user = self.user_pooling(history, batch.history_mask)
+        tokens = (items + self.rank_embedding.weight[:length]
                   + self.user_projection(user).unsqueeze(1))
         if self.score_embedding is not None:
             tokens = tokens + self.score_embedding(batch.scores.unsqueeze(-1).to(tokens.dtype))
@@ -148,11 +151,11 @@ class _StepScorer(nn.Module):
     """Encoder + head + score mode: what the evaluator and the generator share."""
 
     def __init__(self, d: int, n_layers: int, n_heads: int, ff_dim: int, dropout: float,
-                 score_mode: str, data_cfg: DataConfig):
+                 score_mode: str, data_cfg: DataConfig, table_device: str = "cpu"):
         super().__init__()
         self.mode = SCORE_MODES[score_mode]
         self.encoder = CandidateEncoder(d, n_layers, n_heads, ff_dim, dropout, self.mode.score_as_input,
-                                        data_cfg)
+                                        data_cfg, table_device)
         # Steps 0..L: the generator scores the rest of the list at step K, K <= L in practice.
         self.head = PlacedAttentionHead(d, data_cfg.max_list_len + 1)
         self.score_scale = nn.Parameter(torch.ones(())) if self.mode.learned_scale else None
@@ -185,11 +188,12 @@ class LookaheadEvaluator(nn.Module):
     """The offline evaluator: the value increment Delta_t in (0, 1) of an item placed at step t
     after a given prefix. Training only (like the DNR noise generator); never served."""
 
-    def __init__(self, model_cfg: ModelConfig, degre_cfg: DeGReConfig, data_cfg: DataConfig):
+    def __init__(self, model_cfg: ModelConfig, degre_cfg: DeGReConfig, data_cfg: DataConfig,
+                 table_device: str = "cpu"):
         super().__init__()
         d = degre_cfg.evaluator_d_model
         self.net = _StepScorer(d, degre_cfg.evaluator_layers, degre_cfg.evaluator_heads, 2 * d,
-                               model_cfg.dropout, model_cfg.score_mode, data_cfg)
+                               model_cfg.dropout, model_cfg.score_mode, data_cfg, table_device)
 
     def encode(self, batch: RerankBatch) -> torch.Tensor:
         """Candidate embeddings [B, L, d] for :meth:`increments` (computed once per search)."""
@@ -240,10 +244,11 @@ class DeGReGenerator(nn.Module):
     trained with another ``degre.list_len`` decodes the checkpoint's K.
     """
 
-    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, decode_len: Optional[int] = None):
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, decode_len: Optional[int] = None,
+                 table_device: str = "cpu"):
         super().__init__()
         self.net = _StepScorer(model_cfg.d_model, model_cfg.n_layers, model_cfg.n_heads, model_cfg.ff_dim,
-                               model_cfg.dropout, model_cfg.score_mode, data_cfg)
+                               model_cfg.dropout, model_cfg.score_mode, data_cfg, table_device)
         self.decode_len = DeGReConfig().list_len if decode_len is None else decode_len
         self.register_buffer("steps", torch.tensor(self.decode_len, dtype=torch.int64))
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from dnr.config import DataConfig, ModelConfig
 from dnr.data.batch import RerankBatch
+from dnr.models.item_table import ItemTable
 from dnr.models.score_modes import SCORE_MODES
 
 PAD_LOGIT = -1e4
@@ -59,12 +60,13 @@ class HistoryPooling(nn.Module):
 class PRMReranker(nn.Module):
     """q_theta(z | x, u): logits [B, L] for a ``RerankBatch``; the score mode is a registry entry."""
 
-    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig):
+    def __init__(self, model_cfg: ModelConfig, data_cfg: DataConfig, table_device: str = "cpu"):
         super().__init__()
         d = model_cfg.d_model
         self.mode = SCORE_MODES[model_cfg.score_mode]
         self.max_list_len = data_cfg.max_list_len
-        self.item_embedding = nn.Embedding(data_cfg.num_buckets, d, padding_idx=0)
+        # one table for both id features: one lookup (one exchange when sharded) per forward
+        self.item_embedding = ItemTable(data_cfg.num_buckets, d, ("candidates", "history"), table_device)
         self.rank_embedding = nn.Embedding(data_cfg.max_list_len, d)
         self.user_pooling = HistoryPooling(d)
         self.user_projection = nn.Linear(d, d)
@@ -89,17 +91,22 @@ class PRMReranker(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
 
     def context(self, batch: RerankBatch) -> RerankerContext:
-        """Item embeddings [B, L, d] and user vector [B, d] of a batch."""
-        history = self.item_embedding(batch.history_ids)  # [B, H, d]
-        user = self.user_pooling(history, batch.history_mask)
-        return RerankerContext(self.item_embedding(batch.item_ids), user)
+        """Item embeddings [B, L, d] and user vector [B, d] of a batch (what depends on the ids
+        only, not on the scores)."""
+        items, history = self.item_embedding([(batch.item_ids, batch.mask),
+                                              (batch.history_ids, batch.history_mask)])
+        return RerankerContext(items, self.user_pooling(history, batch.history_mask))
 
-    def forward(self, batch: RerankBatch) -> torch.Tensor:
-        """Logits [B, L] of clicking each candidate; ``PAD_LOGIT`` where ``batch.mask`` is False."""
+    def forward(self, batch: RerankBatch, context: RerankerContext | None = None) -> torch.Tensor:
+        """Logits [B, L] of clicking each candidate; ``PAD_LOGIT`` where ``batch.mask`` is False.
+
+        ``context``: this batch's :meth:`context`, when the caller already has it (the DNR
+        generator half-step scores synthetic scores with the reranker frozen: no table lookup).
+        """
         length = batch.list_len
         if length > self.max_list_len:
             raise ValueError(f"list length {length} exceeds data.max_list_len={self.max_list_len}")
-        items, user = self.context(batch)
+        items, user = self.context(batch) if context is None else context
         tokens = items + self.rank_embedding.weight[:length] + self.user_projection(user).unsqueeze(1)
         if self.score_embedding is not None:
             tokens = tokens + self.score_embedding(batch.scores.unsqueeze(-1).to(tokens.dtype))

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dnr.config import DataConfig, JobConfig, config_to_dict
+from dnr.models.item_table import to_plain
 from dnr.registry import Registry
 from dnr.serving import hashing
 from dnr.serving.program import INPUT_NAMES, INPUTS, OUTPUT, ServingProgram
@@ -82,13 +83,10 @@ def export_program(reranker: nn.Module, data_cfg: DataConfig) -> torch.export.Ex
     """The ``ExportedProgram`` of hashing + ``reranker`` in eval mode, ready to save."""
     dims = _dims(data_cfg)
     args, dynamic = _example_inputs(dims)
-    was_training = reranker.training
-    reranker.eval()  # dropout off: the program is what serving runs
-    try:
-        with torch.no_grad():
-            program = torch.export.export(ServingProgram(reranker, data_cfg), args, dynamic_shapes=dynamic)
-    finally:
-        reranker.train(was_training)
+    # the same weights behind a plain nn.Embedding: no TorchRec operator in the served program
+    served = to_plain(reranker).eval()  # dropout off: the program is what serving runs
+    with torch.no_grad():
+        program = torch.export.export(ServingProgram(served, data_cfg), args, dynamic_shapes=dynamic)
     for node in program.graph.nodes:
         # Source locations of the exporting machine: not needed to serve, and not to be shipped.
         node.meta.pop("stack_trace", None)

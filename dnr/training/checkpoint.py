@@ -1,32 +1,62 @@
 """A checkpoint is the whole state: the models (reranker, plus the DNR generator or the DeGRe
-evaluator), their optimizers, the running real-score distribution, the typed training progress, the resolved config and the data lineage.
+evaluator), all their optimizers (the fused table optimizers too), the running real-score
+distribution, the typed training progress, the resolved config and the data lineage.
 
-One directory, written by rank 0 and handed to ``ray.train.report``::
+One directory; in training every rank writes its part into its own directory and hands it to
+``ray.train.report``, which gathers the parts into one checkpoint::
 
-    state.pt        tensors only (state dicts), loaded with ``torch.load(weights_only=True)``:
-                    a checkpoint can never make us unpickle arbitrary objects
+    model/          torch.distributed.checkpoint (DCP): every model's state dict and, for a
+                    sharded model, its fused table-optimizer state. Each rank writes the rows it
+                    holds (``__<rank>_0.distcp``); rank 0 writes the index (``.metadata``).
+                    Loading reshards: any number of workers, or one process with whole tables.
+    dense_state.pt  rank 0: the dense optimizers (AdamW; identical on every rank), the plain table
+                    optimizers of unsharded models, the real-score distribution
     progress.json   TrainingProgress
     config.json     the resolved JobConfig
     lineage.json    parent version, data window, table version, rows read / quarantined
+
+Nothing is unpickled from a checkpoint: tensors load with ``torch.load(weights_only=True)``;
+DCP's index, a pickle, is read by :class:`SafeUnpickler`, which builds only DCP's own metadata
+records and refuses every other global; DCP entries that are not tensors are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import pathlib
+import pickle
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
+from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
+from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from dnr.storage import Lake
+from dnr.training.sharding import is_sharded
 from dnr.training.step import TrainParts, unwrap
 
-STATE_FILE = "state.pt"
+MODEL_DIR = "model"
+DENSE_STATE_FILE = "dense_state.pt"
 PROGRESS_FILE = "progress.json"
 CONFIG_FILE = "config.json"
 LINEAGE_FILE = "lineage.json"
+METADATA_FILE = ".metadata"
+MODEL_SLOTS = ("reranker", "generator", "evaluator")
+"""The models of :class:`TrainParts` a checkpoint may hold."""
+
+
+class UnsafeCheckpointError(pickle.UnpicklingError):
+    """A checkpoint file holds something this project never writes (refused, never executed)."""
 
 
 @dataclass
@@ -66,31 +96,40 @@ class TrainingProgress:
 
 @dataclass
 class LoadedCheckpoint:
-    state: dict
+    """A checkpoint's records, read without its tensors (:func:`restore` loads those)."""
+
+    directory: Path
     progress: TrainingProgress
     config_json: str
     lineage: dict
+    parts: frozenset[str]
+    """What it holds: model slots, ``<slot>_opt`` (dense), ``<slot>_table_opt``, ``real_scores``."""
 
 
 def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
-         config_json: str, lineage: dict) -> Path:
-    """Write the checkpoint files into local ``directory`` (created if needed); Ray Train
-    uploads it to the run's storage (s3:// included) when it is reported."""
+         config_json: str, lineage: dict, rank: int = 0) -> Path:
+    """Write this rank's part of the checkpoint into local ``directory`` (created if needed).
+    Collective when the models are sharded: every rank calls it, each with its own directory;
+    Ray Train uploads them into one checkpoint (s3:// included) when they are reported."""
     if "://" in str(directory):
         raise ValueError(f"checkpoint.save writes a local directory, not {directory}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {"reranker": unwrap(parts.reranker).state_dict(),
-             "reranker_opt": parts.reranker_opt.state_dict()}
-    if parts.generator is not None:
-        state["generator"] = unwrap(parts.generator).state_dict()
-        state["generator_opt"] = parts.generator_opt.state_dict()
+    with _quiet_single_process():
+        dcp.save(_model_state(parts), storage_writer=FileSystemWriter(directory / MODEL_DIR),
+                 no_dist=not _distributed(parts))
+    if rank != 0:
+        return directory
+    dense: dict[str, Any] = {}
+    for slot in MODEL_SLOTS:
+        opt = getattr(parts, f"{slot}_opt", None)
+        if opt is not None:
+            dense[f"{slot}_opt"] = opt.dense.state_dict()
+            if opt.embedding is not None and not opt.fused:
+                dense[f"{slot}_table_opt"] = opt.embedding.state_dict()
     if parts.real_scores is not None:
-        state["real_scores"] = parts.real_scores.state_dict()
-    if parts.evaluator is not None:
-        state["evaluator"] = unwrap(parts.evaluator).state_dict()
-        state["evaluator_opt"] = parts.evaluator_opt.state_dict()
-    torch.save(state, directory / STATE_FILE)
+        dense["real_scores"] = parts.real_scores.state_dict()
+    torch.save(dense, directory / DENSE_STATE_FILE)
     (directory / PROGRESS_FILE).write_text(progress.to_json())
     (directory / CONFIG_FILE).write_text(config_json)
     (directory / LINEAGE_FILE).write_text(json.dumps(lineage, sort_keys=True))
@@ -98,29 +137,62 @@ def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
 
 
 def load(directory: str | Path) -> LoadedCheckpoint:
+    """The records of the checkpoint in local ``directory`` and the list of what it holds."""
     directory = Path(directory)
-    state = torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+    if not (directory / MODEL_DIR / METADATA_FILE).exists():
+        old = " (an unsharded state.pt from before the sharded format: train a new model_name)" \
+            if (directory / "state.pt").exists() else ""
+        raise FileNotFoundError(f"checkpoint {directory}: no {MODEL_DIR}/{METADATA_FILE}{old}")
+    stored = {key.split(".", 1)[0] for key in read_metadata(directory / MODEL_DIR).state_dict_metadata}
+    stored |= set(_dense_state(directory))
     return LoadedCheckpoint(
-        state=state,
+        directory=directory,
         progress=TrainingProgress.from_json((directory / PROGRESS_FILE).read_text()),
         config_json=(directory / CONFIG_FILE).read_text(),
         lineage=json.loads((directory / LINEAGE_FILE).read_text()),
+        parts=frozenset(stored),
     )
 
 
 def restore(parts: TrainParts, loaded: LoadedCheckpoint) -> None:
-    """Load models, optimizers and the real-score distribution into freshly built parts (a part
-    the checkpoint lacks, e.g. a DeGRe evaluator added later, keeps its fresh weights)."""
-    unwrap(parts.reranker).load_state_dict(loaded.state["reranker"])
-    parts.reranker_opt.load_state_dict(loaded.state["reranker_opt"])
-    if parts.generator is not None and "generator" in loaded.state:
-        unwrap(parts.generator).load_state_dict(loaded.state["generator"])
-        parts.generator_opt.load_state_dict(loaded.state["generator_opt"])
-    if parts.real_scores is not None and "real_scores" in loaded.state:
-        parts.real_scores.load_state_dict(loaded.state["real_scores"])
-    if parts.evaluator is not None and "evaluator" in loaded.state:
-        unwrap(parts.evaluator).load_state_dict(loaded.state["evaluator"])
-        parts.evaluator_opt.load_state_dict(loaded.state["evaluator_opt"])
+    """Load models, optimizers and the real-score distribution into freshly built (and, for
+    training, already distributed) parts, resharding the tables to the current workers. A part
+    the checkpoint lacks, e.g. a DeGRe evaluator added later, keeps its fresh weights."""
+    target = {key: value for key, value in _model_state(parts).items() if key in loaded.parts}
+    for slot in MODEL_SLOTS:
+        opt = getattr(parts, f"{slot}_opt", None)
+        if opt is not None and opt.fused and slot in target and f"{slot}_table_opt" not in target:
+            raise ValueError(f"checkpoint {loaded.directory}: {slot} was saved unsharded (its table "
+                             "optimizer state is not in the sharded layout); it cannot warm-start sharded training")
+    load_tensors(loaded.directory, target, distributed=_distributed(parts))
+    for slot in MODEL_SLOTS:
+        if slot in target:
+            unwrap(getattr(parts, slot)).load_state_dict(target[slot])
+    dense = _dense_state(loaded.directory)
+    for slot in MODEL_SLOTS:
+        opt = getattr(parts, f"{slot}_opt", None)
+        if opt is None or f"{slot}_opt" not in dense:
+            continue
+        opt.dense.load_state_dict(dense[f"{slot}_opt"])
+        if opt.embedding is not None and not opt.fused and f"{slot}_table_opt" in dense:
+            opt.embedding.load_state_dict(dense[f"{slot}_table_opt"])
+    if parts.real_scores is not None and "real_scores" in dense:
+        parts.real_scores.load_state_dict(dense["real_scores"])
+
+
+def load_tensors(directory: str | Path, target: dict, distributed: bool = False) -> None:
+    """Fill ``target`` (a nested dict of tensors, sharded or whole) in place from the DCP part of
+    the checkpoint in ``directory``; whole tensors read every rank's rows."""
+    reader = SafeReader(Path(directory) / MODEL_DIR)
+    try:
+        with _quiet_single_process():
+            dcp.load(target, storage_reader=reader, planner=TensorsOnlyPlanner(), no_dist=not distributed)
+    except CheckpointException as error:  # a BaseException that wraps each rank's failure
+        failures = [failure for failure, _ in error.failures.values()]
+        unsafe = [f for f in failures if isinstance(f, UnsafeCheckpointError)]
+        if unsafe:
+            raise UnsafeCheckpointError(f"checkpoint {directory}: {unsafe[0]}") from None
+        raise RuntimeError(f"checkpoint {directory}: loading {MODEL_DIR}/ failed: {failures[0]!r}") from error
 
 
 def fetch(uri: str, lake: Lake) -> Path:
@@ -136,18 +208,132 @@ def fetch(uri: str, lake: Lake) -> Path:
 
 
 def load_reranker(uri: str, lake: Lake):
-    """(reranker in eval mode, its JobConfig) from the checkpoint at ``uri``: tensors only
-    (``weights_only``), the config from ``config.json``; an s3:// download is removed after."""
+    """(reranker in eval mode with whole tables, its JobConfig) from the checkpoint at ``uri``,
+    sharded or not, in one process; an s3:// download is removed after."""
     from dnr.config import config_from_dict
     from dnr.models import build_reranker
 
     local = fetch(uri, lake)
     try:
         loaded = load(local)
+        cfg = config_from_dict(json.loads(loaded.config_json))
+        model = build_reranker(cfg.model, cfg.data)
+        state = {"reranker": model.state_dict()}
+        load_tensors(local, state)
+        model.load_state_dict(state["reranker"])
     finally:
         if lake.is_s3_uri(uri):
             shutil.rmtree(local, ignore_errors=True)
-    cfg = config_from_dict(json.loads(loaded.config_json))
-    model = build_reranker(cfg.model, cfg.data)
-    model.load_state_dict(loaded.state["reranker"])
     return model.eval(), cfg
+
+
+# ---- the safe readers ----
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """Unpickles DCP's ``.metadata`` index: only the records DCP writes there, nothing callable
+    beyond their constructors."""
+
+    ALLOWED = {
+        "torch.distributed.checkpoint.metadata": {
+            "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata",
+            "MetadataIndex", "TensorProperties", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+        "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+        "torch.serialization": {"_get_layout"},
+        "torch": {"Size"},
+        "pathlib": {"PosixPath", "PurePosixPath"},
+        "collections": {"OrderedDict"},
+    }
+
+    def __init__(self, file, source: str):
+        super().__init__(file)
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if name in self.ALLOWED.get(module, ()):
+            return super().find_class(module, name)
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        raise UnsafeCheckpointError(
+            f"{self.source}: refused to load {module}.{name}: a checkpoint index holds only DCP metadata "
+            "records, so this file was not written by this project's trainer. Do not load it with "
+            "weights_only=False or pickle: delete it or restore it from a trusted copy")
+
+
+class SafeReader(FileSystemReader):
+    """DCP's file reader with the index read by :class:`SafeUnpickler`."""
+
+    def read_metadata(self, *args: Any, **kwargs: Any) -> Metadata:
+        metadata = read_metadata(Path(self.path))
+        if getattr(metadata, "storage_meta", None) is None:
+            metadata.storage_meta = StorageMeta()
+        metadata.storage_meta.load_id = self.load_id
+        return metadata
+
+
+class TensorsOnlyPlanner(DefaultLoadPlanner):
+    """DCP's load planner, refusing entries that are not tensors (DCP would ``torch.load`` them
+    with ``weights_only=False``); this project writes none."""
+
+    def load_bytes(self, read_item, value: io.BytesIO) -> None:
+        raise UnsafeCheckpointError(
+            f"checkpoint entry {read_item.dest_index.fqn!r} is not a tensor: refused (this project "
+            "writes only tensors into model/; restore the checkpoint from a trusted copy)")
+
+
+def read_metadata(model_dir: Path) -> Metadata:
+    path = pathlib.Path(model_dir) / METADATA_FILE
+    with open(path, "rb") as f:
+        metadata = SafeUnpickler(f, str(path)).load()
+    if not isinstance(metadata, Metadata):
+        raise UnsafeCheckpointError(f"{path}: not a DCP metadata record ({type(metadata).__name__})")
+    return metadata
+
+
+# ---- what goes where ----
+
+
+def _model_state(parts: TrainParts) -> dict[str, Any]:
+    """The DCP part: model state dicts (ShardedTensor for sharded tables) and fused optimizer
+    states, keyed by slot."""
+    state: dict[str, Any] = {}
+    for slot in MODEL_SLOTS:
+        model = getattr(parts, slot, None)
+        if model is None:
+            continue
+        state[slot] = _unwrapped_state(model)
+        opt = getattr(parts, f"{slot}_opt")
+        if opt is not None and opt.fused:
+            state[f"{slot}_table_opt"] = opt.embedding.state_dict()["state"]
+    return state
+
+
+def _unwrapped_state(model: torch.nn.Module) -> dict[str, Any]:
+    """State dict with the keys of the plain model (DMP's own state_dict already has them)."""
+    return model.state_dict() if is_sharded(model) else unwrap(model).state_dict()
+
+
+def _distributed(parts: TrainParts) -> bool:
+    return any(is_sharded(getattr(parts, slot)) for slot in MODEL_SLOTS if getattr(parts, slot) is not None)
+
+
+@contextlib.contextmanager
+def _quiet_single_process() -> Iterator[None]:
+    # DCP warns on every single-process save or load that it assumes one process: that is the intent
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
+
+
+def _dense_state(directory: Path) -> dict:
+    path = directory / DENSE_STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's message ends by advising weights_only=False: for a refused file, the one wrong move
+        raise UnsafeCheckpointError(
+            f"{path}: refused: it holds objects that are not tensors ({str(error).splitlines()[-1][:200]}). "
+            "This project writes only tensors there. Do not load it with weights_only=False or "
+            "pickle: delete it or restore it from a trusted copy") from None

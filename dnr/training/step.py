@@ -7,6 +7,11 @@ or the DeGRe step. The family (``model.family``) picks its recipe from :data:`FA
 half-step does exactly one backward through the model it updates, so DDP all-reduces the
 gradients of that model and no other.
 
+The models may also be TorchRec ``DistributedModelParallel`` wrappers (sharded item tables, see
+:mod:`dnr.training.sharding`): their tables are then updated by a fused optimizer inside the
+backward of the half-step that looks them up, and the generator half-step never looks up the
+reranker's table (it scores with the reranker's detached context), so it cannot write into it.
+
 The DNR step (``model.score_mode == 'denoise'``), at global step t:
 
 1. reranker half-step, generator frozen: one forward over the batch stacked twice along B (real
@@ -36,6 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DataParallel, DistributedDataParallel
+from torchrec.distributed import DistributedModelParallel
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.batch import RerankBatch
@@ -45,6 +51,7 @@ from dnr.models import RerankerContext, build_generator, build_reranker, synthes
 from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_each_step
 from dnr.models.degre_search import (beam_search, clicks_first_order, one_hot_targets, prefix_utility,
                                      shuffled_logged_order, soft_targets, step_increments)
+from dnr.training.optimizers import ModelOptimizer, plain_optimizer
 
 ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 """Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
@@ -52,42 +59,44 @@ ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 
 @dataclass
 class TrainParts:
-    """Everything a step updates. Move to the device and wrap ``reranker`` / ``generator`` in DDP
-    after building (``real_scores`` moves too, unwrapped): ``Module.to`` and DDP keep the same
-    Parameter objects, so the optimizers need not be rebuilt."""
+    """Everything a step updates. Built unsharded (:func:`build_train_parts`);
+    ``dnr.training.sharding.distribute`` moves, shards and wraps the models and rebuilds the
+    optimizers of the models it shards."""
 
     reranker: nn.Module
     """q_theta; maps a RerankBatch to logits [B, L]."""
-    reranker_opt: torch.optim.Optimizer
-    """Optimizer over theta."""
+    reranker_opt: ModelOptimizer
+    """Optimizers over theta (dense AdamW + the item table's)."""
     heuristic: Optional[nn.Module] = None
     """Stage-1 noise (gaussian or beta), parameter-free; None for baseline score modes."""
     generator: Optional[nn.Module] = None
     """Model-based generator f_phi; None for baselines and the heuristic-only ablation."""
-    generator_opt: Optional[torch.optim.Optimizer] = None
-    """Optimizer over phi."""
+    generator_opt: Optional[ModelOptimizer] = None
+    """Optimizer over phi (dense only: the generator has no item table)."""
     real_scores: Optional[ScoreDistribution] = None
     """Running real-score distribution p_x for L_x; saved with the checkpoint."""
     evaluator: Optional[nn.Module] = None
     """DeGRe lookahead evaluator (training only, never served); None for the prm family."""
-    evaluator_opt: Optional[torch.optim.Optimizer] = None
-    """Optimizer over the evaluator."""
+    evaluator_opt: Optional[ModelOptimizer] = None
+    """Optimizers over the evaluator (dense AdamW + its item table's)."""
 
 
 def build_train_parts(
     model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
-    degre_cfg: Optional[DeGReConfig] = None,
+    degre_cfg: Optional[DeGReConfig] = None, table_device: str = "cpu",
 ) -> TrainParts:
-    """Fresh models and AdamW optimizers for ``model_cfg.family`` (``degre_cfg``: default DeGReConfig())."""
+    """Fresh unsharded models and their optimizers for ``model_cfg.family`` (``degre_cfg``:
+    default DeGReConfig()). ``table_device="meta"`` allocates no item table: for the sharding
+    to materialise only each worker's rows."""
     build = FAMILIES[model_cfg.family].build_parts
-    return build(model_cfg, data_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig())
+    return build(model_cfg, data_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig(), table_device)
 
 
 def _prm_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
-               degre_cfg: DeGReConfig) -> TrainParts:
+               degre_cfg: DeGReConfig, table_device: str) -> TrainParts:
     """The PRM reranker; the DNR noise generators only for ``score_mode == 'denoise'``."""
-    reranker = build_reranker(model_cfg, data_cfg)
-    reranker_opt = _adamw(reranker, optim_cfg.lr, optim_cfg.weight_decay)
+    reranker = build_reranker(model_cfg, data_cfg, table_device)
+    reranker_opt = plain_optimizer(reranker, optim_cfg.lr, optim_cfg)
     if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
         return TrainParts(reranker, reranker_opt)
     parts = TrainParts(
@@ -98,7 +107,7 @@ def _prm_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig,
     )
     if dnr_cfg.use_generator:
         parts.generator = build_generator(dnr_cfg.generator, dnr_cfg, model_cfg.d_model)
-        parts.generator_opt = _adamw(parts.generator, optim_cfg.generator_lr, optim_cfg.weight_decay)
+        parts.generator_opt = plain_optimizer(parts.generator, optim_cfg.generator_lr, optim_cfg)
     return parts
 
 
@@ -161,7 +170,7 @@ def supervised_update(
 ) -> dict[str, torch.Tensor]:
     """Baseline step: L_theta = L_direct = BCE on the real scores."""
     loss = masked_bce(parts.reranker(batch), batch.labels, batch.label_mask)
-    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    _apply(loss, parts.reranker_opt, optim_cfg.grad_clip)
     return {"train/loss_direct": loss, "train/loss_theta": loss}
 
 
@@ -181,7 +190,7 @@ def reranker_update(
     loss_direct = masked_bce(real_logits, batch.labels, batch.label_mask)
     loss_z = masked_bce(synthetic_logits, batch.labels, batch.label_mask)
     loss = loss_direct + dnr_cfg.lambda_m * loss_z
-    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    _apply(loss, parts.reranker_opt, optim_cfg.grad_clip)
     return {"train/loss_direct": loss_direct, "train/loss_z": loss_z, "train/loss_theta": loss}
 
 
@@ -196,17 +205,22 @@ def generator_update(
 
     The reranker's parameters have ``requires_grad`` off for the duration, so the backward
     reaches x' (and phi) through the reranker without writing any gradient into theta.
-    ``context`` is the one computed before the reranker half-step: it is detached either way,
-    and recomputing it would cost a second embedding pass for a one-update difference.
+    ``context``, the generator's conditioning, is the one computed before the reranker
+    half-step: it is detached either way, and recomputing it would cost a second embedding pass
+    for a one-update difference. The reranker scores x' with its updated item embeddings and
+    user vector, looked up without gradient (as the frozen forward would): no table lookup runs
+    under autograd here, so a fused table optimizer has nothing to apply. The frozen reranker
+    needs no gradient all-reduce, so it is called unwrapped.
     Ablated terms get weight 0 but are still reported.
     """
+    updated = reranker_context(parts.reranker, batch)
     with frozen(parts.reranker):
         synthetic = synthesize_scores(parts.generator, batch, context)
-        logits = parts.reranker(replace(batch, scores=synthetic))
+        logits = unwrap(parts.reranker)(replace(batch, scores=synthetic), context=updated)
         loss_adv = adversarial_loss(logits, batch.labels, batch.label_mask)
         loss_x = LX_ESTIMATORS[dnr_cfg.lx_estimator](synthetic, batch.label_mask, parts.real_scores)
         loss = float(dnr_cfg.use_adv) * loss_adv + float(dnr_cfg.use_lx) * dnr_cfg.lambda_x * loss_x
-        _apply(loss, parts.generator, parts.generator_opt, optim_cfg.grad_clip)
+        _apply(loss, parts.generator_opt, optim_cfg.grad_clip)
     return {"train/loss_adv": loss_adv, "train/loss_x": loss_x, "train/loss_phi": loss}
 
 
@@ -214,13 +228,13 @@ def generator_update(
 
 
 def _degre_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
-                 degre_cfg: DeGReConfig) -> TrainParts:
+                 degre_cfg: DeGReConfig, table_device: str) -> TrainParts:
     """The generator (served: the ``reranker`` slot) and the lookahead evaluator (training only)."""
-    generator = DeGReGenerator(model_cfg, data_cfg, decode_len=degre_cfg.list_len)
-    evaluator = LookaheadEvaluator(model_cfg, degre_cfg, data_cfg)
+    generator = DeGReGenerator(model_cfg, data_cfg, decode_len=degre_cfg.list_len, table_device=table_device)
+    evaluator = LookaheadEvaluator(model_cfg, degre_cfg, data_cfg, table_device=table_device)
     return TrainParts(
-        reranker=generator, reranker_opt=_adamw(generator, optim_cfg.lr, optim_cfg.weight_decay),
-        evaluator=evaluator, evaluator_opt=_adamw(evaluator, degre_cfg.evaluator_lr, optim_cfg.weight_decay),
+        reranker=generator, reranker_opt=plain_optimizer(generator, optim_cfg.lr, optim_cfg),
+        evaluator=evaluator, evaluator_opt=plain_optimizer(evaluator, degre_cfg.evaluator_lr, optim_cfg),
     )
 
 
@@ -243,7 +257,7 @@ def evaluator_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConf
     loss_cumulative = cumulative_regression(torch.sigmoid(logits), prefix_utility(batch, order), order.valid)
     loss_increment = masked_bce(logits, batch.labels.gather(1, order.index.clamp_min(0)), order.valid)
     loss = loss_cumulative + degre_cfg.increment_weight * loss_increment
-    _apply(loss, parts.evaluator, parts.evaluator_opt, optim_cfg.grad_clip)
+    _apply(loss, parts.evaluator_opt, optim_cfg.grad_clip)
     return {"train/loss_cumulative": loss_cumulative, "train/loss_increment": loss_increment,
             "train/loss_eval": loss}
 
@@ -281,7 +295,7 @@ def distill_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConfig
     if degre_cfg.dense:
         terms["train/loss_beam"] = soft_target_kl(logits, one_hot_targets(teacher, length), allowed)
         loss = loss + degre_cfg.beam_weight * terms["train/loss_beam"]
-    _apply(loss, parts.reranker, parts.reranker_opt, optim_cfg.grad_clip)
+    _apply(loss, parts.reranker_opt, optim_cfg.grad_clip)
     return terms | {"train/loss_distill": loss_distill, "train/loss_theta": loss}
 
 
@@ -292,7 +306,8 @@ def distill_update(batch: RerankBatch, parts: TrainParts, degre_cfg: DeGReConfig
 class Family:
     """How one ``model.family`` builds its parts, takes a step and names its phase."""
 
-    build_parts: Callable[[ModelConfig, DataConfig, DNRConfig, OptimConfig, DeGReConfig], TrainParts]
+    build_parts: Callable[[ModelConfig, DataConfig, DNRConfig, OptimConfig, DeGReConfig, str], TrainParts]
+    """(model_cfg, data_cfg, dnr_cfg, optim_cfg, degre_cfg, table_device) -> unsharded parts."""
     step: Callable[..., dict[str, torch.Tensor]]
     """(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg) -> loss terms."""
     phase: Callable[[DNRConfig, int], str]
@@ -315,7 +330,10 @@ FAMILIES: dict[str, Family] = {
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP / DataParallel wrapper, else the model itself."""
+    """The module inside a DDP / DataParallel / TorchRec DistributedModelParallel wrapper, else
+    the model itself."""
+    if isinstance(model, DistributedModelParallel):
+        return model.module  # DMP's own property: the model inside every wrapper
     return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
 
 
@@ -349,11 +367,11 @@ def frozen(module: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-def _apply(loss: torch.Tensor, model: nn.Module, opt: torch.optim.Optimizer, grad_clip: float) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
+def _apply(loss: torch.Tensor, opt: ModelOptimizer, grad_clip: float) -> None:
+    opt.zero_grad()
+    loss.backward()  # a sharded table's fused optimizer updates its rows here
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        torch.nn.utils.clip_grad_norm_(opt.dense_params, grad_clip)
     opt.step()
 
 
@@ -377,6 +395,3 @@ def _stack_real_and_synthetic(batch: RerankBatch, synthetic: torch.Tensor) -> Re
         history_ids=twice(batch.history_ids), history_mask=twice(batch.history_mask),
     )
 
-
-def _adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)

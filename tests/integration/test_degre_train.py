@@ -33,7 +33,7 @@ def test_degre_daily_run_trains_registers_and_replays(ray_cluster, local_lake):
     assert row.family == "degre" and row.version == first.version
 
     loaded = ckpt.load(first.checkpoint_uri)
-    assert {"reranker", "reranker_opt", "evaluator", "evaluator_opt"} <= set(loaded.state)
+    assert {"reranker", "reranker_opt", "evaluator", "evaluator_opt"} <= loaded.parts
     assert "generator" not in loaded.state  # DNR's noise generator has no place in a degre run
     assert loaded.progress.phase == "distill"
     assert int(loaded.state["reranker"]["steps"]) == 4  # the served generator decodes K = 4

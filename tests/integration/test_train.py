@@ -206,7 +206,7 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
     assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(1)
     assert loaded.progress.global_step == second.global_step
     assert loaded.progress.watermark == ds(1) and len(loaded.progress.history) == 2
-    assert {"reranker", "reranker_opt", "generator", "generator_opt", "real_scores"} <= set(loaded.state)
+    assert {"reranker", "reranker_opt", "generator", "generator_opt", "real_scores"} <= loaded.parts
 
     rows = Registry(s3_lake).versions("dnr")
     assert [r.status for r in rows] == ["retired", "production"]

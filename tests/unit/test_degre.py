@@ -260,14 +260,15 @@ def test_checkpoint_round_trip_of_the_degre_parts(tmp_path):
         train_step(make_batch(), parts, step, degre_model(), DNR, OPTIM, DEGRE)
     ckpt.save(tmp_path, parts, ckpt.TrainingProgress(global_step=2, phase="distill"), "{}", {})
     loaded = ckpt.load(tmp_path)
-    assert {"reranker", "reranker_opt", "evaluator", "evaluator_opt"} <= set(loaded.state)
+    assert {"reranker", "reranker_opt", "evaluator", "evaluator_opt"} <= loaded.parts
 
     torch.manual_seed(1)
     fresh = build_train_parts(degre_model(), TINY_DATA, DNR, OPTIM, DEGRE)
     ckpt.restore(fresh, loaded)
     for a, b in ((parts.reranker, fresh.reranker), (parts.evaluator, fresh.evaluator)):
         assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
-    assert fresh.evaluator_opt.state_dict()["state"].keys() == parts.evaluator_opt.state_dict()["state"].keys()
+    assert fresh.evaluator_opt.dense.state_dict()["state"].keys() == parts.evaluator_opt.dense.state_dict()["state"].keys()
+    assert fresh.evaluator_opt.embedding.state_dict()["state"].keys() == parts.evaluator_opt.embedding.state_dict()["state"].keys()
     # the restored parts keep training exactly like the originals
     torch.manual_seed(5)
     a = train_step(make_batch(seed=1), parts, 2, degre_model(), DNR, OPTIM, DEGRE)
@@ -277,7 +278,9 @@ def test_checkpoint_round_trip_of_the_degre_parts(tmp_path):
     # serving builds the generator with the default K and gets the checkpoint's K from its state
     served = build_reranker(degre_model(), TINY_DATA)
     assert served.decode_len == DeGReConfig().list_len != DEGRE.list_len
-    served.load_state_dict(loaded.state["reranker"])
+    state = {"reranker": served.state_dict()}
+    ckpt.load_tensors(tmp_path, state)
+    served.load_state_dict(state["reranker"])
     assert served.decode_len == DEGRE.list_len
 
 

@@ -22,6 +22,7 @@ import torch
 
 from dnr.config import DataConfig, JobConfig, config_to_json
 from dnr.models import build_reranker
+from dnr.storage import Lake
 from dnr.serving import ARTIFACT_FILE, MANIFEST_FILE, ArtifactError, export_reranker, load_artifact
 from dnr.training import checkpoint
 from dnr.training.step import build_train_parts
@@ -94,13 +95,21 @@ def _entry(data: bytes, name: str) -> bytes:
 
 # ---- checkpoints ------------------------------------------------------------------------------
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-def test_checkpoint_load_refuses_a_malicious_state_file(tmp_path, writer):
+def _genuine_checkpoint(tmp_path) -> tuple[Path, object]:
     parts = build_train_parts(CFG.model, CFG.data, CFG.dnr, CFG.optim)
     directory = checkpoint.save(tmp_path / "ckpt", parts, checkpoint.TrainingProgress(), config_to_json(CFG), {})
-    checkpoint.load(directory)  # the genuine checkpoint loads
+    checkpoint.restore(parts, checkpoint.load(directory))  # the genuine checkpoint loads
+    return directory, parts
 
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize("target, writer", [
+    (checkpoint.DENSE_STATE_FILE, "torch.save"),
+    (checkpoint.DENSE_STATE_FILE, "pickle.dump"),
+    (f"{checkpoint.MODEL_DIR}/{checkpoint.METADATA_FILE}", "pickle.dump"),  # DCP's index, a pickle
+])
+def test_checkpoint_load_refuses_a_malicious_file(tmp_path, target, writer):
+    directory, _ = _genuine_checkpoint(tmp_path)
     marker = tmp_path / "pwned-checkpoint"
     payload = {"reranker": Plant(marker)}
     data = _torch_saved(payload) if writer == "torch.save" else pickle.dumps(payload)
@@ -108,9 +117,29 @@ def test_checkpoint_load_refuses_a_malicious_state_file(tmp_path, writer):
     assert marker.exists()
     marker.unlink()
 
-    (directory / checkpoint.STATE_FILE).write_bytes(data)
-    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+    (directory / target).write_bytes(data)
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match=f"{target}: refused") as refused:
         checkpoint.load(directory)
+    assert "weights_only=False" in str(refused.value) and "Do not load it" in str(refused.value)
+    assert not marker.exists()
+
+
+def test_checkpoint_load_refuses_a_pickled_entry_among_the_tensors(tmp_path):
+    """A well-formed DCP checkpoint whose entry is a pickled object, not a tensor: DCP itself
+    would torch.load it with weights_only=False."""
+    directory, parts = _genuine_checkpoint(tmp_path)
+    marker = tmp_path / "pwned-entry"
+    state = {"reranker": dict(parts.reranker.state_dict())}
+    state["reranker"]["head.2.bias"] = Plant(marker)
+    import torch.distributed.checkpoint as dcp
+
+    shutil.rmtree(directory / checkpoint.MODEL_DIR)
+    with pytest.warns(UserWarning):
+        dcp.save(state, checkpoint_id=directory / checkpoint.MODEL_DIR, no_dist=True)
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match="'reranker.head.2.bias' is not a tensor"):
+        checkpoint.restore(parts, checkpoint.load(directory))
+    with pytest.raises(checkpoint.UnsafeCheckpointError, match="is not a tensor"):
+        checkpoint.load_reranker(str(directory), Lake(str(tmp_path)))
     assert not marker.exists()
 
 
