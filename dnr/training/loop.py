@@ -1,9 +1,12 @@
 """The Ray Train worker loop: ``for batch: step -> maybe_log -> maybe_checkpoint``.
 
-Runs on every worker of a ``TorchTrainer``. The reranker and the generator (DNR) or the
-evaluator (DeGRe) are each wrapped in DDP (one place: :func:`distribute`), so every half-step all-reduces the gradients of the model
-it updates and both models stay identical on all ranks. Rank 0 writes checkpoints and
-TensorBoard; every rank calls ``ray.train.report``. Where the run starts from, in order:
+Runs on every worker of a ``TorchTrainer``. The models are built without their item tables,
+then distributed in one place (:func:`dnr.training.sharding.distribute`): item tables sharded
+across the workers, dense parameters in DDP, so every half-step all-reduces the gradients of the
+model it updates and the dense parameters stay identical on all ranks. Every rank writes its
+part of each checkpoint and calls ``ray.train.report``; rank 0 writes TensorBoard. The state is
+loaded after the sharding, so a checkpoint of any number of workers loads onto this run's
+(resharding). Where the run starts from, in order:
 ``ray.train.get_checkpoint()`` (a retried worker group or a same-day re-run resumes), else the
 parent version's checkpoint (daily warm start), else fresh weights (cold start).
 """
@@ -28,6 +31,7 @@ from dnr.models import synthesize_scores
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.metrics_log import ConsoleProgress, TensorBoardLogger
+from dnr.training.sharding import distribute
 from dnr.training.step import (TrainParts, build_train_parts, reranker_context, train_step,
                                training_phase)
 
@@ -42,29 +46,9 @@ class RerankCollate(ArrowBatchCollateFn):
         return collate(batch, self.cfg)
 
 
-def distribute(parts: TrainParts, device: torch.device) -> TrainParts:
-    """Move to ``device`` and wrap every trained model for data parallelism (no-op with one worker)."""
-    from ray.train.torch import prepare_model
-
-    parts.reranker = prepare_model(parts.reranker, move_to_device=device)
-    if parts.generator is not None:
-        parts.generator = prepare_model(parts.generator, move_to_device=device)
-    if parts.evaluator is not None:
-        parts.evaluator = prepare_model(parts.evaluator, move_to_device=device)
-    if parts.real_scores is not None:
-        parts.real_scores.to(device)
-    if parts.heuristic is not None:
-        parts.heuristic.to(device)
-    for opt in (parts.reranker_opt, parts.generator_opt, parts.evaluator_opt):
-        for state in (opt.state.values() if opt is not None else ()):
-            for key, value in state.items():
-                if torch.is_tensor(value) and key != "step":
-                    state[key] = value.to(device)
-    return parts
-
-
 def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckpt.TrainingProgress:
-    """Load the state to start from; returns the progress record of this run."""
+    """Load the state to start from into the distributed parts (collective: every rank loads
+    its own rows); returns the progress record of this run."""
     import ray.train
 
     run_name = loop_cfg["run_name"]
@@ -72,10 +56,10 @@ def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckp
     if resumed is not None:
         with resumed.as_directory() as directory:
             loaded = ckpt.load(directory)
-        if loaded.progress.run_name == run_name:
-            ckpt.restore(parts, loaded)
-            loaded.progress.restarts += 1
-            return loaded.progress
+            if loaded.progress.run_name == run_name:
+                ckpt.restore(parts, loaded)
+                loaded.progress.restarts += 1
+                return loaded.progress
     if loop_cfg.get("parent_checkpoint"):
         loaded = ckpt.load(ckpt.fetch(loop_cfg["parent_checkpoint"], lake))
         ckpt.restore(parts, loaded)
@@ -148,10 +132,11 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     if not cfg.train.use_gpu:
         torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
 
-    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre)
+    # tables on meta: no worker allocates a whole table, the sharding materialises its rows
+    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre, table_device="meta")
+    parts = distribute(parts, device, cfg.train, cfg.optim)
     progress = _start(parts, loop_cfg, cfg, lake)
     _seed(progress, rank)
-    parts = distribute(parts, device)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if cfg.train.use_gpu and cfg.train.bf16 else contextlib.nullcontext())
 
@@ -171,13 +156,12 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
             ray.train.report(metrics)
             return
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
-            if rank == 0:
-                lineage = {**loop_cfg["lineage"], "global_step": progress.global_step}
-                ckpt.save(tmp, parts, progress, config_json, lineage)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            # every rank writes its rows of the tables; Ray Train gathers the parts into one checkpoint
+            lineage = {**loop_cfg["lineage"], "global_step": progress.global_step}
+            ckpt.save(tmp, parts, progress, config_json, lineage, rank=rank)
+            if logger is not None:
                 logger.sync()
-            ray.train.report(metrics, checkpoint=checkpoint)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     last_means: dict[str, float] = {}
     for _ in range(progress.epoch, cfg.train.epochs):
@@ -232,6 +216,13 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
 def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, batch, progress,
          cfg: JobConfig, steps_this_run: int, rank: int) -> dict[str, float]:
     means, rate = meter.reduce()
+    generated = None
+    if batch is not None and parts.heuristic is not None:
+        # on every rank: the reranker's context is a lookup in the sharded table (a collective)
+        noise = parts.generator if progress.phase == "adversarial" else parts.heuristic
+        with torch.no_grad():
+            context = reranker_context(parts.reranker, batch) if progress.phase == "adversarial" else None
+            generated = synthesize_scores(noise, batch, context)
     if rank != 0:
         return means
     scalars = {**means, "train/requests_per_s": rate,
@@ -242,11 +233,7 @@ def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, bat
     if parts.evaluator_opt is not None:
         scalars["train/evaluator_lr"] = parts.evaluator_opt.param_groups[0]["lr"]
     logger.log(progress.global_step, scalars)
-    if batch is not None and parts.heuristic is not None:
-        noise = parts.generator if progress.phase == "adversarial" else parts.heuristic
-        with torch.no_grad():
-            context = reranker_context(parts.reranker, batch) if progress.phase == "adversarial" else None
-            generated = synthesize_scores(noise, batch, context)
+    if generated is not None:
         logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
         logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
     # not print(): Ray Train patches print into its logger, which shows every line twice

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 from fbgemm_gpu.split_embedding_configs import EmbOptimType
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torchrec.distributed import DistributedModelParallel
 from torchrec.distributed.embedding import EmbeddingCollectionSharder
 from torchrec.distributed.embedding_types import EmbeddingComputeKernel
@@ -53,8 +54,6 @@ logging.getLogger("torchrec.distributed.planner").setLevel(logging.ERROR)
 def distribute(parts: TrainParts, device: torch.device, train_cfg: TrainConfig,
                optim_cfg: OptimConfig) -> TrainParts:
     """Shard, wrap and move every trained model of ``parts`` (in place); returns ``parts``."""
-    from ray.train.torch import prepare_model
-
     for slot in ("reranker", "evaluator"):
         model, opt = getattr(parts, slot), getattr(parts, f"{slot}_opt")
         if model is None:
@@ -65,9 +64,9 @@ def distribute(parts: TrainParts, device: torch.device, train_cfg: TrainConfig,
             setattr(parts, slot, sharded)
             setattr(parts, f"{slot}_opt", sharded_optimizer(sharded, group["lr"], group["weight_decay"]))
         else:
-            setattr(parts, slot, prepare_model(model, move_to_device=device))
+            setattr(parts, slot, data_parallel(model, device))
     if parts.generator is not None:
-        parts.generator = prepare_model(parts.generator, move_to_device=device)
+        parts.generator = data_parallel(parts.generator, device)
     for module in (parts.real_scores, parts.heuristic):
         if module is not None:
             module.to(device)
@@ -97,6 +96,14 @@ def sharded_optimizer(model: DistributedModelParallel, lr: float, weight_decay: 
     """AdamW over the dense parameters of a sharded model, plus its fused table optimizer."""
     dense = [p for _, p in in_backward_optimizer_filter(model.named_parameters())]
     return ModelOptimizer(adamw(dense, lr, weight_decay), dense, model.fused_optimizer, fused=True)
+
+
+def data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` on ``device``, in DDP when there is more than one worker."""
+    model = model.to(device)
+    if dist.get_world_size() == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -356,8 +356,10 @@ def evaluating(module: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def frozen(module: nn.Module) -> Iterator[None]:
-    """Turn ``requires_grad`` off for the module's trainable parameters, restoring it on exit."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    """Turn ``requires_grad`` off for the module's trainable parameters, restoring it on exit.
+    A sharded table's weights are views into TorchRec's fused kernel, not leaves, and are left
+    alone: nothing under ``frozen`` looks them up (see :func:`generator_update`)."""
+    params = [p for p in module.parameters() if p.requires_grad and p.is_leaf]
     for p in params:
         p.requires_grad_(False)
     try:
