@@ -16,7 +16,7 @@ Measured in one run, so that the ratios see the same machine load:
    step by step, once before and once after the pipeline runs.
 2. ``pipeline``: a ``TorchTrainer`` with 1, then 2 workers reads a Delta window through
    ``Window.validated`` and ``iter_torch_batches(collate_fn=RerankCollate)``, wraps the models
-   with ``distribute`` (DDP) and calls ``train_step``: the pieces of ``train_loop_per_worker``,
+   with ``distribute`` (sharded item table, DDP) and calls ``train_step``: the pieces of ``train_loop_per_worker``,
    in a loop of our own. One pass serves every mode in turn: warm-up steps, then timed blocks
    of steps from the pipeline, each followed by the same batches replayed from memory in the
    same worker (the control: same process, same load, same DDP all-reduce).
@@ -31,8 +31,9 @@ Measured in one run, so that the ratios see the same machine load:
    small days. The driver samples the node's object-store usage over each pass (the shared
    pages a worker maps count in its RSS). Streaming means no growth with the window.
 4. ``buckets``: in-memory DNR step time with 2^16 and 2^22 item buckets at d=64 (local.yaml's
-   width; d=128 would need ~10 GiB with the dense gradient and AdamW state): a dense AdamW
-   update of the whole item table every step.
+   width), unsharded: the table's gradient is dense and its (plain) optimizer visits every
+   row. The sharded training path, where only the touched rows are updated, is measured by
+   ``bench/embeddings.py``.
 
     python bench/throughput.py
 """
@@ -142,6 +143,15 @@ def _fresh_parts(cfg: JobConfig):
     return build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim)
 
 
+def _distributed_parts(cfg: JobConfig, device):
+    """As the Train loop builds them: tables on meta, then sharded (``distribute``)."""
+    from dnr.training.sharding import distribute
+
+    torch.manual_seed(0)
+    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, table_device="meta")
+    return distribute(parts, device, cfg.train, cfg.optim)
+
+
 def _step(parts, batch, cfg: JobConfig, global_step: int) -> None:
     train_step(batch, parts, global_step, cfg.model, cfg.dnr, cfg.optim)
 
@@ -241,13 +251,13 @@ def _speed_passes(shard, cfgs: dict[str, JobConfig], device, warmup: int, steps:
     ``warmup`` untimed steps, then ``steps`` timed steps in blocks of ``block`` steps from the
     pipeline, each followed by the same ``block`` batches again from memory: the control, in the
     same process, under the same load and DDP, alternating so that a change of load hits both."""
-    from dnr.training.loop import RerankCollate, distribute
+    from dnr.training.loop import RerankCollate
 
     iterator = iter(shard.iter_torch_batches(batch_size=cfgs[MEMORY_MODE].data.batch_size,
                                              collate_fn=RerankCollate(cfgs[MEMORY_MODE].data), prefetch_batches=2))
     out = {}
     for name, cfg in cfgs.items():
-        parts = distribute(_fresh_parts(cfg), device)
+        parts = _distributed_parts(cfg, device)
         for i in range(warmup):  # the first mode's also absorbs the pipeline's start
             _step(parts, next(iterator).to(device), cfg, i)
         pipeline_s = replay_s = 0.0
@@ -277,8 +287,6 @@ def worker_loop(loop_cfg: dict) -> None:
     import ray.train
     import ray.train.torch
 
-    from dnr.training.loop import distribute
-
     rank = ray.train.get_context().get_world_rank()
     device = ray.train.torch.get_device()
     torch.set_num_threads(1)  # as train_loop_per_worker does with train.cpus_per_worker=1
@@ -287,7 +295,7 @@ def worker_loop(loop_cfg: dict) -> None:
     # data path first, while the process holds no model: its own peak is not hidden by a step's
     for window in ("stream1", "stream4"):
         memory[window] = _memory_pass(ray.train.get_dataset_shard(window), cfg)
-    parts, offset = distribute(_fresh_parts(cfg), device), 0
+    parts, offset = _distributed_parts(cfg, device), 0
     for window in ("train1", "train4"):
         memory[window] = _memory_pass(ray.train.get_dataset_shard(window), cfg,
                                       lambda batch, i: _step(parts, batch.to(device), cfg, offset + i))

@@ -29,7 +29,13 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+try:
+    from torchrec import EmbeddingCollection, EmbeddingConfig, KeyedJaggedTensor
+except ImportError as error:  # the one dependency pip cannot resolve for us (pyproject.toml says why)
+    raise ImportError(
+        f"TorchRec is missing or broken ({error}). Install the pair that matches torch 2.13.0 without "
+        "its CUDA dependency: pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 (CPU), or "
+        "see cluster/Dockerfile (GPU)") from error
 
 TABLE = "item"
 """Name of the table in every model (plan, optimizer state and checkpoint keys use it)."""

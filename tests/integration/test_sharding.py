@@ -145,3 +145,35 @@ def test_a_tampered_index_of_a_sharded_checkpoint_is_refused(two_rank_checkpoint
     with pytest.raises(ckpt.UnsafeCheckpointError, match="refused to load builtins.open"):
         ckpt.load(copy)
     assert not marker.exists()
+
+
+def test_the_fused_table_optimizer_updates_rows_like_the_plain_one(tmp_path):
+    """One process: the same model and batch, one step unsharded (torchrec.optim.RowWiseAdagrad
+    over the whole table) and one sharded (fused EXACT_ROWWISE_ADAGRAD): the same rows."""
+    cfg = load_config(None, [f"{k}={v}" for k, v in {
+        "data.num_buckets": 64, "data.max_list_len": 16, "data.history_len": 8, "model.d_model": 16,
+        "model.n_layers": 1, "model.n_heads": 2, "model.ff_dim": 32, "model.dropout": 0,
+        "model.score_mode": "concat"}.items()])
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.manual_seed(0)
+        plain = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim)
+        ckpt.save(tmp_path / "start", plain, ckpt.TrainingProgress(), config_to_json(cfg), {})
+        sharded = distribute(build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, table_device="meta"),
+                             torch.device("cpu"), cfg.train, cfg.optim)
+        start = {"reranker": sharded.reranker.state_dict()}
+        ckpt.load_tensors(tmp_path / "start", start, distributed=True)
+        sharded.reranker.load_state_dict(start["reranker"])
+        for parts in (plain, sharded):
+            train_step(make_batch(seed=3), parts, 0, cfg.model, cfg.dnr, cfg.optim)
+        key = "item_embedding.collection.embeddings.item.weight"
+        plain_rows = plain.reranker.state_dict()[key]
+        after = torch.cat([s.tensor for s in sharded.reranker.state_dict()[key].local_shards()])
+        moved = (after - _whole(tmp_path / "start")[f"reranker.{key}"]).abs().sum(dim=1) > 0
+        assert 10 < int(moved.sum()) < 64  # the rows of the batch moved, the others did not
+        assert torch.allclose(after, plain_rows, atol=1e-6)
+        dense = {k: v for k, v in unwrap(sharded.reranker).state_dict().items() if "item_embedding" not in k}
+        for name, value in dense.items():
+            assert torch.allclose(value, plain.reranker.state_dict()[name], atol=1e-6), name
+    finally:
+        dist.destroy_process_group()

@@ -52,33 +52,67 @@ def ds(d: int) -> str:
 
 
 def _ddp_loop(loop_cfg: dict) -> None:
-    """Seeds differ per rank on purpose: identical models afterwards prove DDP synced them."""
+    """Seeds differ per rank on purpose: identical dense parameters afterwards prove DDP synced
+    them. The two half-steps run one by one, with a snapshot after each."""
     import ray.train
 
-    from dnr.training.loop import RerankCollate, distribute
-    from dnr.training.step import build_train_parts, train_step, unwrap
+    from dnr.training.loop import RerankCollate
+    from dnr.training.sharding import distribute
+    from dnr.training.step import (_observe_real_scores, build_train_parts, generator_update,
+                                   reranker_context, reranker_update, unwrap)
 
     cfg = config_from_dict(loop_cfg["config"])
     rank = ray.train.get_context().get_world_rank()
     torch.manual_seed(100 + rank)
-    parts = distribute(build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim), torch.device("cpu"))
+    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, table_device="meta")
+    parts = distribute(parts, torch.device("cpu"), cfg.train, cfg.optim)
     generator_start = {k: v.clone() for k, v in unwrap(parts.generator).state_dict().items()}
-    steps = 0
-    for batch in ray.train.get_dataset_shard("train").iter_torch_batches(
-            batch_size=cfg.data.batch_size, collate_fn=RerankCollate(cfg.data)):
-        train_step(batch, parts, steps, cfg.model, cfg.dnr, cfg.optim)
-        steps += 1
-        if steps == loop_cfg["steps"]:
+    snapshots, untouched = [], []
+    for step, batch in enumerate(ray.train.get_dataset_shard("train").iter_torch_batches(
+            batch_size=cfg.data.batch_size, collate_fn=RerankCollate(cfg.data))):
+        _observe_real_scores(parts.real_scores, batch)  # all-reduced: p_x is the same on every rank
+        context = reranker_context(parts.reranker, batch)
+        reranker_update(batch, parts, parts.generator, context, cfg.dnr, cfg.optim)
+        snapshots.append(_dense_snapshot(parts))
+        before = _reranker_state(parts)
+        generator_update(batch, parts, context, cfg.dnr, cfg.optim)
+        snapshots.append(_dense_snapshot(parts))
+        untouched.append(all(torch.equal(before[k], v) for k, v in _reranker_state(parts).items()))
+        if step + 1 == loop_cfg["steps"]:
             break
-    torch.save({"reranker": unwrap(parts.reranker).state_dict(),
-                "generator": unwrap(parts.generator).state_dict(),
-                "generator_start": generator_start, "steps": steps,
-                "real_scores": parts.real_scores.state_dict()},
+    table = parts.reranker.state_dict()["item_embedding.collection.embeddings.item.weight"]
+    torch.save({"snapshots": snapshots, "untouched": untouched,
+                "rows": [(s.metadata.shard_offsets[0], s.metadata.shard_sizes[0]) for s in table.local_shards()],
+                "local_table_bytes": sum(s.tensor.numel() * s.tensor.element_size() for s in table.local_shards()),
+                "generator": unwrap(parts.generator).state_dict(), "generator_start": generator_start},
                Path(loop_cfg["out"]) / f"rank{rank}.pt")
-    ray.train.report({"steps": steps})
+    ray.train.report({"steps": len(untouched)})
 
 
-def test_two_workers_keep_both_models_identical(ray_cluster, local_lake, tmp_path):
+def _dense_snapshot(parts) -> dict[str, torch.Tensor]:
+    """Every dense parameter of the reranker and the generator (not the sharded table)."""
+    from dnr.training.step import unwrap
+
+    reranker = {f"reranker.{k}": v.detach().clone() for k, v in unwrap(parts.reranker).named_parameters()
+                if "item_embedding" not in k}
+    return reranker | {f"generator.{k}": v.detach().clone()
+                       for k, v in unwrap(parts.generator).named_parameters()}
+
+
+def _reranker_state(parts) -> dict[str, torch.Tensor]:
+    """This rank's rows of the reranker's table, its fused optimizer state, and its dense weights."""
+    state = {}
+    for key, value in parts.reranker.state_dict().items():
+        shards = value.local_shards() if hasattr(value, "local_shards") else None
+        state[key] = torch.cat([s.tensor.flatten() for s in shards]).clone() if shards else value.clone()
+    for key, states in parts.reranker_opt.embedding.state_dict()["state"].items():
+        for name, value in states.items():
+            state[f"opt.{key}.{name}"] = torch.cat([s.tensor.flatten() for s in value.local_shards()]).clone()
+    return state
+
+
+def test_two_workers_keep_dense_parameters_identical_and_each_row_on_one_rank(ray_cluster, local_lake, tmp_path):
+    """The adversarial step's three guarantees with sharded tables, after each half-step."""
     from ray import cloudpickle
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -96,10 +130,16 @@ def test_two_workers_keep_both_models_identical(ray_cluster, local_lake, tmp_pat
     )
     trainer.fit()
     rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
-    assert rank0["steps"] == rank1["steps"] == 6  # 3 heuristic steps, then 3 adversarial steps
-    for model in ("reranker", "generator", "real_scores"):
-        for key, value in rank0[model].items():
-            assert torch.equal(value, rank1[model][key]), f"{model}.{key} differs between ranks"
+    # 1. after each of the 12 half-steps, every dense parameter is identical on both ranks
+    assert len(rank0["snapshots"]) == len(rank1["snapshots"]) == 12
+    for index, (mine, theirs) in enumerate(zip(rank0["snapshots"], rank1["snapshots"])):
+        for key, value in mine.items():
+            assert torch.equal(value, theirs[key]), f"{key} differs between ranks after half-step {index}"
+    # 2. row-wise: each of the 1024 rows lives on exactly one rank, half the table on each
+    assert sorted(rank0["rows"] + rank1["rows"]) == [(0, 512), (512, 512)]
+    assert rank0["local_table_bytes"] == rank1["local_table_bytes"] == 512 * 16 * 4
+    # 3. the generator half-step wrote nothing into the reranker: rows, Adagrad state, dense weights
+    assert rank0["untouched"] == rank1["untouched"] == [True] * 6
     moved = [k for k, v in rank0["generator"].items() if not torch.equal(v, rank0["generator_start"][k])]
     assert moved, "the generator never learned: the adversarial half-step did not run"
 
