@@ -74,9 +74,13 @@ def test_two_daily_runs_then_replay_promote_and_rollback(tmp_path):
     write_deltalake(lake.table_uri("request_logs"),
                     make_requests(WorldConfig(), dt.date.fromisoformat(next_day), np.arange(2_000)),
                     partition_by=["ds"], mode="append")
-    out = _ok(_run(["--num-cpus", "4", *overrides, "gate.auto_promote=false"], cwd=tmp_path))
+    # on one worker: the two workers' sharded checkpoint reshards onto one (warm start 2 -> 1)
+    out = _ok(_run(["--num-cpus", "4", *overrides, "gate.auto_promote=false", "train.num_workers=1"],
+                   cwd=tmp_path))
     v2 = registry.get("dnr-v0002")
     assert v2.status == "candidate" and v2.parent_version == "dnr-v0001"
+    assert ckpt.load(v2.checkpoint_uri).progress.global_step == 12  # continued from the parent's 6
+    assert len(list(Path(v2.checkpoint_uri, ckpt.MODEL_DIR).glob("*.distcp"))) == 1
     assert (v2.window_start, v2.window_end) == (held_out, held_out)
 
     out = _ok(_run(["--num-cpus", "4", "--candidate", "latest", "--baseline", "production",

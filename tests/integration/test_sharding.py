@@ -164,8 +164,9 @@ def test_the_fused_table_optimizer_updates_rows_like_the_plain_one(tmp_path):
         start = {"reranker": sharded.reranker.state_dict()}
         ckpt.load_tensors(tmp_path / "start", start, distributed=True)
         sharded.reranker.load_state_dict(start["reranker"])
-        for parts in (plain, sharded):
-            train_step(make_batch(seed=3), parts, 0, cfg.model, cfg.dnr, cfg.optim)
+        for parts in (plain, sharded):  # the head starts at zero: rows move from the second step on
+            for step in range(3):
+                train_step(make_batch(seed=step), parts, step, cfg.model, cfg.dnr, cfg.optim)
         key = "item_embedding.collection.embeddings.item.weight"
         plain_rows = plain.reranker.state_dict()[key]
         after = torch.cat([s.tensor for s in sharded.reranker.state_dict()[key].local_shards()])

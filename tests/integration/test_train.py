@@ -212,10 +212,12 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
     import pyarrow.fs as pafs
 
     cfg = load_config(None, TINY + LENIENT_GATE)
+    # day 0 on one worker (the whole table there), day 1 on two: the warm start reshards 1 -> 2
+    one_worker = load_config(None, TINY + LENIENT_GATE + ["train.num_workers=1"])
     data_files = s3_lake.fs_path(s3_lake.table_uri("request_logs")) + "/ds="  # not the Delta log
     add_days(s3_lake, 0, 2)
     mark = s3_server.log_offset()
-    first = run_daily(s3_lake, cfg, verbose=False)  # trains on day 0, replays day 1
+    first = run_daily(s3_lake, one_worker, verbose=False)  # trains on day 0, replays day 1
     assert first.status == "trained" and first.window == (ds(0), ds(0))
     assert first.checkpoint_uri.startswith(s3_lake.uri("checkpoints"))
     assert s3_server.objects_read(data_files, since=mark) == _day_files(s3_lake, 0) | _day_files(s3_lake, 1)
@@ -230,7 +232,7 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
         s3_lake.fs_path(s3_lake.uri("tensorboard", first.run_name))))
     assert any("tfevents" in info.path for info in events)
 
-    again = run_daily(s3_lake, cfg, verbose=False)  # same day again: the new parent is up to date
+    again = run_daily(s3_lake, one_worker, verbose=False)  # same day again: the parent is up to date
     assert again.status == "up_to_date" and len(Registry(s3_lake).versions()) == 1
 
     add_days(s3_lake, 2, 1)
@@ -246,7 +248,10 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
     assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(1)
     assert loaded.progress.global_step == second.global_step
     assert loaded.progress.watermark == ds(1) and len(loaded.progress.history) == 2
-    assert {"reranker", "reranker_opt", "generator", "generator_opt", "real_scores"} <= loaded.parts
+    assert {"reranker", "reranker_opt", "reranker_table_opt", "generator", "generator_opt",
+            "real_scores"} <= loaded.parts
+    assert len(s3_lake.filesystem().get_file_info(pafs.FileSelector(
+        s3_lake.fs_path(second.checkpoint_uri + "/model")))) == 3  # .metadata + one part per worker
 
     rows = Registry(s3_lake).versions("dnr")
     assert [r.status for r in rows] == ["retired", "production"]
