@@ -533,7 +533,8 @@ def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[i
         f"PRM d_model={cfg.model.d_model}, {cfg.model.n_layers} layer(s), {cfg.model.n_heads} heads, "
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets; every trained "
         f"row: {cfg.steps} steps ({cfg.epochs(split.train.num_rows):.2f} epochs) of batch {cfg.data.batch_size}, "
-        f"AdamW lr {cfg.optim.lr:g}, same data order per seed; DNR: generator lr {cfg.optim.generator_lr:g}, "
+        f"AdamW lr {cfg.optim.lr:g} (dense), item table {cfg.optim.embedding_optimizer} lr {cfg.optim.embedding_lr:g}, "
+        f"same data order per seed; DNR: generator lr {cfg.optim.generator_lr:g}, "
         f"lambda_m={cfg.dnr.lambda_m}, lambda_x={cfg.dnr.lambda_x}, lambda_c={cfg.dnr.lambda_c}, "
         f"lambda_e={cfg.lambda_e}. DeGRe: K={cfg.degre.list_len}, beam {cfg.degre.beam_width}, "
         f"temperature {cfg.degre.temperature}, beam_weight {cfg.degre.beam_weight}, evaluator "
@@ -553,6 +554,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, help="override the preset's steps")
     p.add_argument("--lr", type=float, help="override the preset's reranker learning rate")
     p.add_argument("--generator-lr", type=float, help="override the preset's generator learning rate")
+    p.add_argument("--embedding-lr", type=float, help="override the preset's item-table learning rate")
     p.add_argument("--lambda-m", type=float)
     p.add_argument("--lambda-x", type=float)
     p.add_argument("--lambda-c", type=float)
@@ -569,7 +571,8 @@ def configure(args: argparse.Namespace) -> BenchConfig:
     dnr = {k: v for k, v in (("lambda_m", args.lambda_m), ("lambda_x", args.lambda_x),
                              ("lambda_c", args.lambda_c)) if v is not None}
     top = {k: v for k, v in (("steps", args.steps), ("switch_fraction", args.switch_fraction)) if v is not None}
-    optim = dataclasses.replace(cfg.optim, **{k: v for k, v in (("lr", args.lr), ("generator_lr", args.generator_lr))
+    optim = dataclasses.replace(cfg.optim, **{k: v for k, v in (("lr", args.lr), ("generator_lr", args.generator_lr),
+                                                                ("embedding_lr", args.embedding_lr))
                                               if v is not None})
     return dataclasses.replace(cfg, dnr=dataclasses.replace(cfg.dnr, **dnr), optim=optim, **top)
 
