@@ -62,5 +62,8 @@ def test_daily_job_on_a_head_and_a_trainer_node_with_the_lake_on_s3(s3_server):
     # 256 rows / 2 workers / batch 64 = 2 steps: the overrides reached the job
     assert (version.window_start, version.window_end, version.global_step) == (ds(0), ds(0), 2)
     assert version.checkpoint_uri.startswith(lake.uri("checkpoints"))
-    assert lake.fs_path(version.checkpoint_uri) + "/state.pt" in _objects(lake, lake.uri("checkpoints"))
+    stored = _objects(lake, lake.uri("checkpoints"))
+    # both workers' parts of the sharded checkpoint reached the bucket, and the index
+    assert {lake.fs_path(version.checkpoint_uri) + f"/model/{name}"
+            for name in (".metadata", "__0_0.distcp", "__1_0.distcp")} <= set(stored)
     assert any("tfevents" in key for key in _objects(lake, lake.uri("tensorboard", version.run_name)))
