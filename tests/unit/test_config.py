@@ -178,3 +178,13 @@ def test_configs_are_frozen():
         cfg.train = TrainConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 2
+
+
+def test_the_table_optimizer_and_sharding_names_match_their_implementations():
+    """The config validates names; the training code maps them: one list each, kept equal."""
+    from dnr.config import EMBEDDING_OPTIMIZERS, EMBEDDING_SHARDINGS
+    from dnr.training import optimizers, sharding
+
+    assert set(EMBEDDING_OPTIMIZERS) == set(optimizers.EMBEDDING_OPTIMIZERS)
+    assert set(EMBEDDING_SHARDINGS) == set(sharding.SHARDING_TYPES)
+    assert [k for k, cpu in EMBEDDING_OPTIMIZERS.items() if not cpu] == ["adam"]
