@@ -77,6 +77,9 @@ class TrainingProgress:
     """Requests trained on over the lifetime, summed over workers."""
     requests_in_epoch: int = 0
     """Requests of the current epoch trained as of this checkpoint, summed over workers."""
+    num_workers: int = 0
+    """Workers of the run that wrote this checkpoint (0: unknown, an older record). A resume on
+    another count skips ``requests_in_epoch`` requests rather than ``step_in_epoch`` batches."""
     watermark: str | None = None
     """Last ds trained on (inclusive): the next daily run starts the day after."""
     seed: int = 0

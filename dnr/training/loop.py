@@ -68,6 +68,18 @@ def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckp
     return ckpt.TrainingProgress(run_name=run_name, seed=cfg.train.seed)
 
 
+def resume_skip(progress: ckpt.TrainingProgress, workers: int, batch_size: int) -> int:
+    """Batches each worker skips at the start of a resumed epoch. On the worker count that wrote
+    the checkpoint, the steps already done; on another count (a node lost, the day resubmitted
+    on fewer workers, or more), the whole batches of this many workers that fit in the requests
+    already trained. The skip is by count (as on the same count: the split of the rows between
+    workers is Ray Data's), so the epoch trains at most ``workers * batch_size - 1`` requests more
+    than the window holds, never fewer; ``requests_seen`` counts them."""
+    if progress.num_workers in (0, workers) or progress.step_in_epoch == 0:
+        return progress.step_in_epoch
+    return progress.requests_in_epoch // (workers * batch_size)
+
+
 def _seed(progress: ckpt.TrainingProgress, rank: int) -> None:
     digest = hashlib.sha256(f"{progress.seed}/{rank}/{progress.global_step}".encode()).digest()
     torch.manual_seed(int.from_bytes(digest[:8], "little") % (2**63))
@@ -136,6 +148,8 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
     parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre, table_device="meta")
     parts = distribute(parts, device, cfg.train, cfg.optim)
     progress = _start(parts, loop_cfg, cfg, lake)
+    progress.step_in_epoch = resume_skip(progress, context.get_world_size(), cfg.data.batch_size)
+    progress.num_workers = context.get_world_size()
     _seed(progress, rank)
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                 if cfg.train.use_gpu and cfg.train.bf16 else contextlib.nullcontext())

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from deltalake import DeltaTable, write_deltalake
+from ray.train import TrainingFailedError
 
 from dnr.config import config_from_dict, config_to_dict, load_config
 from dnr.data.synth import make_requests
@@ -163,38 +164,88 @@ def _train_worker_pids(session_dir: str) -> list[int]:
     return pids
 
 
+class _Killer:
+    """SIGKILLs one Train worker of our Ray once a checkpoint of the run is registered and fewer
+    than ``before_step`` steps are done: a lost node, mid-epoch."""
+
+    def __init__(self, ray_cluster, checkpoints: Path, before_step: int):
+        self.session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
+        self.checkpoints, self.before_step, self.killed_at = checkpoints, before_step, []
+        self.stop = False
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop = True
+        self.thread.join(timeout=1)
+
+    def registered(self) -> dict[str, int]:
+        """global_step of each checkpoint the controller has registered (its snapshot is written
+        once a checkpoint is registered, not just uploaded), by directory name."""
+        steps = {}
+        for snapshot in self.checkpoints.glob("*/checkpoint_manager_snapshot.json"):
+            try:
+                results = json.loads(snapshot.read_text())["checkpoint_results"]
+            except (OSError, ValueError, KeyError):
+                continue  # being rewritten
+            for entry in results:
+                steps[entry["checkpoint_dir_name"]] = entry["metrics"]["global_step"]
+        return steps
+
+    def _watch(self):
+        earlier = set(self.registered())  # checkpoints of earlier attempts do not count
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not self.killed_at and not self.stop:
+            steps = [step for name, step in self.registered().items() if name not in earlier]
+            workers = _train_worker_pids(self.session_dir)
+            if steps and max(steps) < self.before_step and workers:
+                os.kill(max(workers), signal.SIGKILL)
+                self.killed_at.append(max(steps))
+            time.sleep(0.1)
+
+
 def test_killed_worker_resumes_from_checkpoint_without_losing_steps(ray_cluster, local_lake):
     add_days(local_lake, 0, 2, rows=1024)
     cfg = load_config(None, TINY + NO_REPLAY + ["train.checkpoint_every_steps=1", "train.max_failures=2",
                                                 "train.epochs=2"])
     expected = 2 * steps_per_epoch(1024, cfg)
-    checkpoints = Path(local_lake.uri("checkpoints"))
-    killed: list[int] = []
-    session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
+    with _Killer(ray_cluster, Path(local_lake.uri("checkpoints")), expected - 2) as killer:
+        result = run_daily(local_lake, cfg, verbose=False)
 
-    def kill_after_first_reported_checkpoint():
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not killed:
-            # the controller writes its snapshot once a checkpoint is registered (not just uploaded)
-            reported = list(checkpoints.glob("*/checkpoint_manager_snapshot.json"))
-            steps = [ckpt.TrainingProgress.from_json(p.read_text()).global_step
-                     for p in checkpoints.glob(f"*/checkpoint_*/{ckpt.PROGRESS_FILE}")]
-            workers = _train_worker_pids(session_dir)
-            if reported and steps and max(steps) < expected - 2 and workers:
-                os.kill(max(workers), signal.SIGKILL)
-                killed.append(max(steps))
-            time.sleep(0.1)
-
-    killer = threading.Thread(target=kill_after_first_reported_checkpoint, daemon=True)
-    killer.start()
-    result = run_daily(local_lake, cfg, verbose=False)
-    killer.join(timeout=1)
-
-    assert killed, "no worker was killed: the test did not exercise recovery"
+    assert killer.killed_at, "no worker was killed: the test did not exercise recovery"
     assert result.status == "trained"
     assert result.global_step == expected  # same as an uninterrupted run: nothing lost or repeated
     progress = ckpt.load(result.checkpoint_uri).progress
     assert progress.restarts >= 1 and progress.requests_seen == 2 * 1024
+
+
+def test_a_failed_day_resubmitted_on_another_worker_count_resumes_resharded(ray_cluster, local_lake):
+    """A node is lost and the run fails (no retries left); the scheduler resubmits the day on the
+    workers it has: 2 -> 1, killed again, then 1 -> 2. Each attempt resumes the run's own last
+    checkpoint with the table resharded onto the new count, and the epoch trains every request of
+    the window (a few again, never fewer: the skip is by count, ``loop.resume_skip``)."""
+    add_days(local_lake, 0, 2, rows=1024)  # trains on day 0 (the newest is the day it serves)
+    base = TINY + NO_REPLAY + ["train.checkpoint_every_steps=1", "train.max_failures=0"]
+    checkpoints = Path(local_lake.uri("checkpoints"))
+    on = {n: load_config(None, base + [f"train.num_workers={n}"]) for n in (1, 2)}
+    for workers in (2, 1):
+        with _Killer(ray_cluster, checkpoints, steps_per_epoch(1024, on[workers]) - 2) as killer:
+            with pytest.raises(TrainingFailedError):
+                run_daily(local_lake, on[workers], verbose=False)
+        assert killer.killed_at, f"no worker of the {workers}-worker attempt was killed"
+    assert not Registry(local_lake).versions(), "a failed attempt registered a version"
+
+    result = run_daily(local_lake, on[2], verbose=False)
+    assert result.status == "trained"
+    progress = ckpt.load(result.checkpoint_uri).progress
+    assert progress.restarts == 2 and progress.num_workers == 2 and progress.epoch == 1
+    batch = on[1].data.batch_size
+    # 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
+    assert 1024 <= progress.requests_seen < 1024 + 3 * batch
+    assert progress.global_step > steps_per_epoch(1024, on[2])  # the steps of all three attempts
 
 
 def _day_files(lake: Lake, d: int) -> set[str]:

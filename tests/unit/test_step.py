@@ -143,3 +143,18 @@ def test_step_runs_unchanged_on_ddp_wrapped_models(tmp_path):
         assert all(p.grad is not None for p in parts.generator.parameters())
     finally:
         dist.destroy_process_group()
+
+
+def test_a_resumed_epoch_skips_by_count_when_the_worker_count_changed():
+    from dnr.training.checkpoint import TrainingProgress
+    from dnr.training.loop import resume_skip
+
+    # 2 workers x batch 64 trained 5 steps = 640 requests of the epoch
+    progress = TrainingProgress(step_in_epoch=5, requests_in_epoch=640, num_workers=2)
+    assert resume_skip(progress, workers=2, batch_size=64) == 5   # same count: the steps done
+    assert resume_skip(progress, workers=1, batch_size=64) == 10  # 2 -> 1: the same 640 requests
+    assert resume_skip(progress, workers=4, batch_size=64) == 2   # 2 -> 4: 512 skipped, 128 again
+    older = TrainingProgress(step_in_epoch=5, requests_in_epoch=640)  # a record without the count
+    assert resume_skip(older, workers=1, batch_size=64) == 5
+    fresh = TrainingProgress(num_workers=2)
+    assert resume_skip(fresh, workers=1, batch_size=64) == 0
