@@ -163,9 +163,10 @@ class OptimConfig:
     embedding_optimizer: str = "rowwise_adagrad"
     """Optimizer of the item tables: rowwise_adagrad (one accumulator per row: CPU and GPU, the
     default), adagrad, sgd, or adam (GPU only: TorchRec's CPU kernels fuse no Adam)."""
-    embedding_lr: float = 0.05
+    embedding_lr: float = 0.2
     """Learning rate of the item tables (Adagrad normalises each row's step, so it is larger
-    than the dense AdamW's)."""
+    than the dense AdamW's). 0.2: the best of 0.01-0.5 with row-wise Adagrad on the synthetic
+    validation day (bench/README.md, "Quality")."""
 
     def __post_init__(self):
         _check(self.embedding_optimizer in EMBEDDING_OPTIMIZERS, "optim.embedding_optimizer",
