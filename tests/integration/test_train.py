@@ -1,5 +1,6 @@
 """Ray Train on the shared local Ray: DDP keeps both models identical on every rank; the daily
-run is incremental and idempotent; a killed worker is recovered with no step lost or repeated."""
+run is incremental and idempotent; a killed worker is recovered with no step lost or repeated,
+on the same worker count and on another."""
 
 from __future__ import annotations
 
@@ -165,12 +166,13 @@ def _train_worker_pids(session_dir: str) -> list[int]:
 
 
 class _Killer:
-    """SIGKILLs one Train worker of our Ray once a checkpoint of the run is registered and fewer
-    than ``before_step`` steps are done: a lost node, mid-epoch."""
+    """SIGKILLs one Train worker of our Ray each time a new checkpoint of the run is registered,
+    ``kills`` times, while fewer than ``before_step`` steps are done: a lost node, mid-epoch."""
 
-    def __init__(self, ray_cluster, checkpoints: Path, before_step: int):
+    def __init__(self, ray_cluster, checkpoints: Path, before_step: int, kills: int = 1):
         self.session_dir = ray_cluster._private.worker._global_node.get_session_dir_path()
-        self.checkpoints, self.before_step, self.killed_at = checkpoints, before_step, []
+        self.checkpoints, self.before_step, self.kills = checkpoints, before_step, kills
+        self.killed_at: list[int] = []
         self.stop = False
         self.thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -196,56 +198,53 @@ class _Killer:
         return steps
 
     def _watch(self):
-        earlier = set(self.registered())  # checkpoints of earlier attempts do not count
+        earlier = set(self.registered())  # checkpoints of earlier attempts or kills do not count
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not self.killed_at and not self.stop:
-            steps = [step for name, step in self.registered().items() if name not in earlier]
+        while time.monotonic() < deadline and len(self.killed_at) < self.kills and not self.stop:
+            new = {name: step for name, step in self.registered().items() if name not in earlier}
             workers = _train_worker_pids(self.session_dir)
-            if steps and max(steps) < self.before_step and workers:
+            if new and max(new.values()) < self.before_step and workers:
                 os.kill(max(workers), signal.SIGKILL)
-                self.killed_at.append(max(steps))
+                self.killed_at.append(max(new.values()))
+                earlier |= set(new)
             time.sleep(0.1)
 
 
-def test_killed_worker_resumes_from_checkpoint_without_losing_steps(ray_cluster, local_lake):
-    add_days(local_lake, 0, 2, rows=1024)
-    cfg = load_config(None, TINY + NO_REPLAY + ["train.checkpoint_every_steps=1", "train.max_failures=2",
-                                                "train.epochs=2"])
-    expected = 2 * steps_per_epoch(1024, cfg)
-    with _Killer(ray_cluster, Path(local_lake.uri("checkpoints")), expected - 2) as killer:
-        result = run_daily(local_lake, cfg, verbose=False)
-
-    assert killer.killed_at, "no worker was killed: the test did not exercise recovery"
-    assert result.status == "trained"
-    assert result.global_step == expected  # same as an uninterrupted run: nothing lost or repeated
-    progress = ckpt.load(result.checkpoint_uri).progress
-    assert progress.restarts >= 1 and progress.requests_seen == 2 * 1024
-
-
-def test_a_failed_day_resubmitted_on_another_worker_count_resumes_resharded(ray_cluster, local_lake):
-    """A node is lost and the run fails (no retries left); the scheduler resubmits the day on the
-    workers it has: 2 -> 1, killed again, then 1 -> 2. Each attempt resumes the run's own last
-    checkpoint with the table resharded onto the new count, and the epoch trains every request of
-    the window (a few again, never fewer: the skip is by count, ``loop.resume_skip``)."""
+def test_killed_workers_resume_from_checkpoints_on_the_same_and_on_another_worker_count(
+        ray_cluster, local_lake):
+    """A lost node mid-epoch, three ways. On 2 workers with a retry left, Ray Train restarts the
+    worker group and the run resumes its own checkpoint with no step lost or repeated. The
+    second loss fails the run (no retries left) and the scheduler resubmits the day on the
+    workers it has: 1, killed again, then 2. Each resubmission resumes the run's last checkpoint
+    with the table resharded onto the new count (2 -> 1, 1 -> 2), and the epoch trains every
+    request of the window (a few again, never fewer: the skip is by count, ``loop.resume_skip``)."""
     add_days(local_lake, 0, 2, rows=1024)  # trains on day 0 (the newest is the day it serves)
-    base = TINY + NO_REPLAY + ["train.checkpoint_every_steps=1", "train.max_failures=0"]
+    base = TINY + NO_REPLAY + ["train.checkpoint_every_steps=2"]
     checkpoints = Path(local_lake.uri("checkpoints"))
-    on = {n: load_config(None, base + [f"train.num_workers={n}"]) for n in (1, 2)}
-    for workers in (2, 1):
-        with _Killer(ray_cluster, checkpoints, steps_per_epoch(1024, on[workers]) - 2) as killer:
+    on = {n: load_config(None, base + [f"train.num_workers={n}", f"train.max_failures={n - 1}"])
+          for n in (1, 2)}
+    batch = on[1].data.batch_size
+    for workers, kills in ((2, 2), (1, 1)):
+        with _Killer(ray_cluster, checkpoints, steps_per_epoch(1024, on[workers]) - 2, kills) as killer:
             with pytest.raises(TrainingFailedError):
                 run_daily(local_lake, on[workers], verbose=False)
-        assert killer.killed_at, f"no worker of the {workers}-worker attempt was killed"
+        assert len(killer.killed_at) == kills, f"the {workers}-worker attempt was killed {killer.killed_at}"
+        if workers == 2:
+            # after the in-run restart on the same count: exactly the steps' requests, no more
+            restarted = [ckpt.TrainingProgress.from_json(p.read_text())
+                         for p in checkpoints.glob(f"*/checkpoint_*/{ckpt.PROGRESS_FILE}")]
+            restarted = [r for r in restarted if r.restarts == 1]
+            assert restarted, "no checkpoint was written after the in-run restart"
+            assert all(r.requests_in_epoch == r.step_in_epoch * 2 * batch for r in restarted)
     assert not Registry(local_lake).versions(), "a failed attempt registered a version"
 
     result = run_daily(local_lake, on[2], verbose=False)
     assert result.status == "trained"
     progress = ckpt.load(result.checkpoint_uri).progress
-    assert progress.restarts == 2 and progress.num_workers == 2 and progress.epoch == 1
-    batch = on[1].data.batch_size
+    assert progress.restarts == 3 and progress.num_workers == 2 and progress.epoch == 1
     # 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
     assert 1024 <= progress.requests_seen < 1024 + 3 * batch
-    assert progress.global_step > steps_per_epoch(1024, on[2])  # the steps of all three attempts
+    assert progress.global_step > steps_per_epoch(1024, on[2])  # the steps of every attempt
 
 
 def _day_files(lake: Lake, d: int) -> set[str]:
