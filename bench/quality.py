@@ -94,6 +94,9 @@ ROWS: tuple[Row, ...] = (
     Row("DNR-B w/o L_x", score_mode="denoise", dnr=(("heuristic", "beta"), ("use_lx", False))),
     Row("DNR-B heuristic only", score_mode="denoise",
         dnr=(("heuristic", "beta"), ("use_generator", False))),
+    # The cheaper-step option (not the default): the synthetic copy for half of each batch.
+    Row("DNR-B half synthetic", score_mode="denoise",
+        dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.5))),
     # DeGRe on the same backbone size, with score mode add (starts at the retriever order; trained
     # with plain supervision, denoise learns little without DNR's generator: see bench/README.md).
     # The first two rows share one training run.
@@ -438,6 +441,7 @@ def markdown(results: Results, header: str) -> str:
              if d in results.rows and n in results.rows]
     pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", "retriever order")
               if d in results.rows and n in results.rows]
+    pairs += [("DNR-B half synthetic", "DNR-B")] if {"DNR-B half synthetic", "DNR-B"} <= set(results.rows) else []
     if pairs:
         lines += ["", f"N@{K} differences. *seeds*: mean ± std over seeds of the per-seed difference; "
                       "*beyond spread*: mean difference > std(DNR) + std(baseline) of the table above. "

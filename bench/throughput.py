@@ -73,6 +73,9 @@ MODES = {
     "prm": ["model.score_mode=concat"],
     "dnr_heuristic": ["model.score_mode=denoise", "dnr.lambda_e=1000000000"],
     "dnr_adversarial": ["model.score_mode=denoise", "dnr.lambda_e=0"],
+    # the cheaper-step option (off by default): a synthetic copy for half of each batch
+    "dnr_heuristic_half": ["model.score_mode=denoise", "dnr.lambda_e=1000000000", "dnr.synthetic_fraction=0.5"],
+    "dnr_adversarial_half": ["model.score_mode=denoise", "dnr.lambda_e=0", "dnr.synthetic_fraction=0.5"],
 }
 MEMORY_MODE = "prm"
 """Mode of the memory passes: the cheapest step, since the window's size is what is varied."""
@@ -80,8 +83,11 @@ BUCKET_MODES = ("dnr_adversarial",)
 """Modes of the bucket comparison: the item table's update is the same in every mode (one
 reranker AdamW step), and a 2^22 step takes seconds, so one mode is enough."""
 STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
-PIPELINE_TARGET, DNR_TARGET = 0.9, 1.5
-"""The issue's targets: pipeline >= 0.9 of in-memory; DNR step <= 1.5x the PRM step."""
+PIPELINE_TARGET = 0.9
+"""Target: the pipeline delivers >= 0.9 of the in-memory step rate."""
+DNR_TARGETS = {"dnr_heuristic": 1.4, "dnr_adversarial": 1.9}
+"""Targets of issue 12: a DNR step costs at most this many PRM steps (in memory, median), for
+each stage; a ``_half`` mode has its stage's target."""
 FLAT_SHARE = 0.25
 """Peak RSS is flat if the 4-day window adds at most this share of its 3 extra days' Arrow bytes."""
 DAILY_STEPS, DAILY_LOG_EVERY = 16, 4
@@ -440,6 +446,10 @@ def ratios(result: dict) -> dict:
     return out
 
 
+def _dnr_target(mode: str) -> float:
+    return DNR_TARGETS[mode.removesuffix("_half")]
+
+
 def verdicts(result: dict) -> dict:
     """The issue's targets, each True where met."""
     r, window = result["ratios"], result["window_mb"]
@@ -451,19 +461,20 @@ def verdicts(result: dict) -> dict:
         f"pipeline_ge_{PIPELINE_TARGET}_of_in_memory (in-worker replay)": {
             key: {m: r[key][m]["vs_replay_in_worker"] >= PIPELINE_TARGET for m in MODES}
             for key in ("pipeline_w1", "pipeline_w2")},
-        f"dnr_step_le_{DNR_TARGET}x_prm (in memory, median)": {
-            m: v <= DNR_TARGET for m, v in r["dnr_vs_prm_step_in_memory_median"].items()},
+        "dnr_step_within_target_x_prm (in memory, median)": {
+            m: {"ratio": round(v, 3), "target": _dnr_target(m), "met": v <= _dnr_target(m)}
+            for m, v in r["dnr_vs_prm_step_in_memory_median"].items()},
         f"peak_rss_flat (4-day growth <= {FLAT_SHARE} x the 3 extra days' Arrow MB per worker)": flat,
     }
 
 
 def print_report(result: dict) -> None:
     batch, inmem, r = result["batch_size"], result["in_memory"], result["ratios"]
-    print(f"\n{'mode':<16} {'in-mem':>7} {'end/st':>6} | {'pipe w1':>7} {'/replay':>7} {'/in-mem':>7} | "
+    print(f"\n{'mode':<21} {'in-mem':>7} {'end/st':>6} | {'pipe w1':>7} {'/replay':>7} {'/in-mem':>7} | "
           f"{'pipe w2':>7} {'/replay':>7} {'/in-mem':>7} | {'w2/w1':>5}   (requests/s)")
     for m in MODES:
         w1, w2 = result["pipeline_w1"]["speed"][m], result["pipeline_w2"]["speed"][m]
-        print(f"{m:<16} {batch / inmem['step_s_mean'][m]:7,.0f} {inmem['speed_end_vs_start'][m]:6.2f} | "
+        print(f"{m:<21} {batch / inmem['step_s_mean'][m]:7,.0f} {inmem['speed_end_vs_start'][m]:6.2f} | "
               f"{w1['requests_per_s']:7,.0f} {r['pipeline_w1'][m]['vs_replay_in_worker']:7.2f} "
               f"{r['pipeline_w1'][m]['vs_in_memory_driver']:7.2f} | {w2['requests_per_s']:7,.0f} "
               f"{r['pipeline_w2'][m]['vs_replay_in_worker']:7.2f} {r['pipeline_w2'][m]['vs_in_memory_driver']:7.2f} | "

@@ -123,6 +123,10 @@ class DNRConfig:
     """Bins on [0, 1] of the soft histograms."""
     hist_decay: float = 0.99
     """EMA decay of the running real-score distribution (per training step)."""
+    synthetic_fraction: float = 1.0
+    """Fraction of each batch's requests (drawn at random every step) given a synthetic copy:
+    L_z and the generator half-step see only those. 1.0 is the method as published; less makes
+    a step cheaper (the encoder runs over B + K lists instead of 2B), see bench/README.md."""
 
     def __post_init__(self):
         _check(self.heuristic in HEURISTIC_GENERATORS, "dnr.heuristic", self.heuristic,
@@ -144,6 +148,8 @@ class DNRConfig:
                f"must be one of {LX_ESTIMATORS}")
         _check(self.hist_bins >= 2, "dnr.hist_bins", self.hist_bins, "must be >= 2")
         _check(0.0 <= self.hist_decay < 1.0, "dnr.hist_decay", self.hist_decay, "must be in [0, 1)")
+        _check(0.0 < self.synthetic_fraction <= 1.0, "dnr.synthetic_fraction", self.synthetic_fraction,
+               "must be in (0, 1]")
 
 
 @dataclass(frozen=True)

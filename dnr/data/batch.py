@@ -50,6 +50,10 @@ class RerankBatch:
             **{f.name: (None if (v := getattr(self, f.name)) is None else fn(v)) for f in fields(self)}
         )
 
+    def select(self, rows: torch.Tensor) -> "RerankBatch":
+        """The requests at ``rows`` (an index tensor), in that order."""
+        return self._map(lambda t: t[rows])
+
     def to(self, device, non_blocking: bool = False) -> "RerankBatch":
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 

@@ -97,23 +97,35 @@ class PRMReranker(nn.Module):
                                               (batch.history_ids, batch.history_mask)])
         return RerankerContext(items, self.user_pooling(history, batch.history_mask))
 
-    def forward(self, batch: RerankBatch, context: RerankerContext | None = None) -> torch.Tensor:
+    def forward(self, batch: RerankBatch, context: RerankerContext | None = None,
+                extra_scores: torch.Tensor | None = None,
+                extra_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, L] of clicking each candidate; ``PAD_LOGIT`` where ``batch.mask`` is False.
 
         ``context``: this batch's :meth:`context`, when the caller already has it (the DNR
         generator half-step scores synthetic scores with the reranker frozen: no table lookup).
+        ``extra_scores``: [B, L] other scores for the same lists (DNR's synthetic copy): logits
+        [2B, L], those of ``batch.scores`` first. What does not depend on the scores (item and
+        history lookups, user pooling and projection) is computed once for both; the result is
+        the same as a forward over the batch stacked twice. With ``extra_rows`` (K request
+        indices), ``extra_scores`` is [K, L], for those requests only: logits [B + K, L].
         """
         length = batch.list_len
         if length > self.max_list_len:
             raise ValueError(f"list length {length} exceeds data.max_list_len={self.max_list_len}")
         items, user = self.context(batch) if context is None else context
         tokens = items + self.rank_embedding.weight[:length] + self.user_projection(user).unsqueeze(1)
+        scores, mask = batch.scores, batch.mask
+        if extra_scores is not None:
+            rows = slice(None) if extra_rows is None else extra_rows
+            tokens, mask = torch.cat([tokens, tokens[rows]]), torch.cat([mask, mask[rows]])
+            scores = torch.cat([scores, extra_scores.to(scores.dtype)])
         if self.score_embedding is not None:
-            tokens = tokens + self.score_embedding(batch.scores.unsqueeze(-1).to(tokens.dtype))
+            tokens = tokens + self.score_embedding(scores.unsqueeze(-1).to(tokens.dtype))
         # A request with no real candidate would make every key masked and the softmax NaN;
         # such a row attends to its padding instead (its logits are overwritten below anyway).
-        ignore = ~batch.mask & batch.mask.any(dim=1, keepdim=True)
-        hidden = self.encoder(tokens, src_key_padding_mask=ignore)  # [B, L, d]
-        f = self.head(hidden).squeeze(-1)  # [B, L]
-        logits = self.mode.combine(f, batch.scores, self.score_scale)
-        return logits.masked_fill(~batch.mask, PAD_LOGIT)
+        ignore = ~mask & mask.any(dim=1, keepdim=True)
+        hidden = self.encoder(tokens, src_key_padding_mask=ignore)  # [B (+ K), L, d]
+        f = self.head(hidden).squeeze(-1)
+        logits = self.mode.combine(f, scores, self.score_scale)
+        return logits.masked_fill(~mask, PAD_LOGIT)

@@ -14,8 +14,9 @@ reranker's table (it scores with the reranker's detached context), so it cannot 
 
 The DNR step (``model.score_mode == 'denoise'``), at global step t:
 
-1. reranker half-step, generator frozen: one forward over the batch stacked twice along B (real
-   scores, then synthetic scores), L_theta = L_direct + lambda_m * L_z.
+1. reranker half-step, generator frozen: one forward over the batch with two sets of scores
+   (real, then synthetic; the lookups and user pooling run once, the encoder over 2B lists),
+   L_theta = L_direct + lambda_m * L_z.
 2. only once t >= lambda_e (and not in the heuristic-only ablation), generator half-step,
    reranker frozen: L_phi = L_adv + lambda_x * L_x. Before that the heuristic generator
    (gaussian or beta) makes the synthetic scores and only the reranker learns.
@@ -33,6 +34,7 @@ The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Optional
@@ -156,13 +158,30 @@ def _dnr_step(
     batch: RerankBatch, parts: TrainParts, global_step: int, dnr_cfg: DNRConfig, optim_cfg: OptimConfig
 ) -> dict[str, torch.Tensor]:
     _observe_real_scores(parts.real_scores, batch)
+    rows = synthetic_rows(batch, dnr_cfg.synthetic_fraction)
     if not generator_phase(dnr_cfg, global_step):
-        return reranker_update(batch, parts, parts.heuristic, None, dnr_cfg, optim_cfg)
+        return reranker_update(batch, parts, parts.heuristic, None, dnr_cfg, optim_cfg, rows)
     if parts.generator is None:
         raise ValueError("dnr.use_generator is true but TrainParts.generator is None")
     context = reranker_context(parts.reranker, batch)
-    terms = reranker_update(batch, parts, parts.generator, context, dnr_cfg, optim_cfg)
-    return terms | generator_update(batch, parts, context, dnr_cfg, optim_cfg)
+    terms = reranker_update(batch, parts, parts.generator, context, dnr_cfg, optim_cfg, rows)
+    return terms | generator_update(batch, parts, context, dnr_cfg, optim_cfg, rows)
+
+
+def synthetic_rows(batch: RerankBatch, fraction: float) -> Optional[torch.Tensor]:
+    """The requests that get a synthetic copy this step: None for all (``fraction`` 1), else
+    ceil(fraction * B) of them at random (torch's generator, seeded per worker by the loop)."""
+    if fraction >= 1.0:
+        return None
+    count = max(1, math.ceil(fraction * batch.num_requests))
+    return torch.randperm(batch.num_requests, device=batch.item_ids.device)[:count]
+
+
+def _subset(batch: RerankBatch, context: Optional[RerankerContext],
+            rows: Optional[torch.Tensor]) -> tuple[RerankBatch, Optional[RerankerContext]]:
+    if rows is None:
+        return batch, context
+    return batch.select(rows), (None if context is None else RerankerContext(*(t[rows] for t in context)))
 
 
 def supervised_update(
@@ -181,14 +200,18 @@ def reranker_update(
     context: Optional[RerankerContext],
     dnr_cfg: DNRConfig,
     optim_cfg: OptimConfig,
+    rows: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
-    """Reranker half-step with the noise source frozen: L_theta = L_direct + lambda_m * L_z."""
+    """Reranker half-step with the noise source frozen: L_theta = L_direct + lambda_m * L_z
+    (L_z over the requests at ``rows``, all of them by default)."""
+    copy, copy_context = _subset(batch, context, rows)
     with torch.no_grad():
-        synthetic = synthesize_scores(noise, batch, context)
-    logits = parts.reranker(_stack_real_and_synthetic(batch, synthetic))  # [2B, L]
-    real_logits, synthetic_logits = logits.chunk(2, dim=0)
+        synthetic = synthesize_scores(noise, copy, copy_context)
+    # one lookup and user pooling for both copies; the encoder sees B + K lists
+    logits = parts.reranker(batch, extra_scores=synthetic, extra_rows=rows)  # real, then synthetic
+    real_logits, synthetic_logits = logits[:batch.num_requests], logits[batch.num_requests:]
     loss_direct = masked_bce(real_logits, batch.labels, batch.label_mask)
-    loss_z = masked_bce(synthetic_logits, batch.labels, batch.label_mask)
+    loss_z = masked_bce(synthetic_logits, copy.labels, copy.label_mask)
     loss = loss_direct + dnr_cfg.lambda_m * loss_z
     _apply(loss, parts.reranker_opt, optim_cfg.grad_clip)
     return {"train/loss_direct": loss_direct, "train/loss_z": loss_z, "train/loss_theta": loss}
@@ -200,8 +223,10 @@ def generator_update(
     context: RerankerContext,
     dnr_cfg: DNRConfig,
     optim_cfg: OptimConfig,
+    rows: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
-    """Generator half-step with the reranker frozen: L_phi = L_adv + lambda_x * L_x.
+    """Generator half-step with the reranker frozen: L_phi = L_adv + lambda_x * L_x, over the
+    requests at ``rows`` (all of them by default).
 
     The reranker's parameters have ``requires_grad`` off for the duration, so the backward
     reaches x' (and phi) through the reranker without writing any gradient into theta.
@@ -213,6 +238,7 @@ def generator_update(
     needs no gradient all-reduce, so it is called unwrapped.
     Ablated terms get weight 0 but are still reported.
     """
+    batch, context = _subset(batch, context, rows)
     updated = reranker_context(parts.reranker, batch)
     with frozen(parts.reranker):
         synthetic = synthesize_scores(parts.generator, batch, context)
@@ -383,17 +409,3 @@ def _observe_real_scores(real: ScoreDistribution, batch: RerankBatch) -> None:
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(stats)
     real.update(stats)
-
-
-def _stack_real_and_synthetic(batch: RerankBatch, synthetic: torch.Tensor) -> RerankBatch:
-    """[2B, ...]: the batch with its real scores, then the same requests with synthetic scores."""
-
-    def twice(t: torch.Tensor) -> torch.Tensor:
-        return torch.cat([t, t], dim=0)
-
-    return RerankBatch(
-        item_ids=twice(batch.item_ids), scores=torch.cat([batch.scores, synthetic], dim=0),
-        labels=twice(batch.labels), mask=twice(batch.mask), label_mask=twice(batch.label_mask),
-        history_ids=twice(batch.history_ids), history_mask=twice(batch.history_mask),
-    )
-

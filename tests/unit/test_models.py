@@ -111,3 +111,36 @@ def test_model_config_names_the_bad_field():
         ModelConfig(score_mode="sum")
     with pytest.raises(ValueError, match="model.n_heads=3"):
         ModelConfig(d_model=16, n_heads=3)
+
+
+def _stacked(batch, other_scores: torch.Tensor):
+    """The batch twice along B: its scores, then ``other_scores`` (what DNR fed before the
+    shared-context forward)."""
+    def twice(t):
+        return torch.cat([t, t])
+
+    return dataclasses.replace(
+        batch, item_ids=twice(batch.item_ids), scores=torch.cat([batch.scores, other_scores]),
+        labels=twice(batch.labels), mask=twice(batch.mask), label_mask=twice(batch.label_mask),
+        history_ids=twice(batch.history_ids), history_mask=twice(batch.history_mask))
+
+
+@pytest.mark.parametrize("score_mode", SCORE_MODES)
+def test_extra_scores_give_the_logits_and_gradients_of_the_stacked_batch(score_mode):
+    batch = make_batch()
+    other = torch.rand_like(batch.scores).masked_fill(~batch.mask, 0.0)
+    model = _randomised(score_mode)
+
+    def run(forward):
+        model.zero_grad()
+        logits = forward()
+        (logits.masked_fill(logits == PAD_LOGIT, 0.0).square().mean()).backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    shared, shared_grads = run(lambda: model(batch, extra_scores=other))
+    stacked, stacked_grads = run(lambda: model(_stacked(batch, other)))
+    assert shared.shape == (2 * batch.item_ids.shape[0], batch.list_len)
+    torch.testing.assert_close(shared, stacked, atol=1e-6, rtol=1e-6)
+    assert shared_grads.keys() == stacked_grads.keys() and shared_grads
+    for name, grad in shared_grads.items():
+        torch.testing.assert_close(grad, stacked_grads[name], atol=1e-6, rtol=1e-5, msg=name)

@@ -16,6 +16,7 @@ from dnr.training.step import (
     generator_update,
     reranker_context,
     reranker_update,
+    synthetic_rows,
     train_step,
 )
 from tests.unit.rerank_helpers import TINY_DATA, make_batch, one_thread, tiny_model  # noqa: F401
@@ -143,6 +144,38 @@ def test_step_runs_unchanged_on_ddp_wrapped_models(tmp_path):
         assert all(p.grad is not None for p in parts.generator.parameters())
     finally:
         dist.destroy_process_group()
+
+
+
+def test_all_rows_as_a_subset_is_the_whole_batch_step():
+    """The subset path (``dnr.synthetic_fraction`` < 1) with every row selected computes the same
+    losses as the default path: only which requests get a synthetic copy differs."""
+    batch = make_batch()
+    rows = torch.arange(batch.num_requests)
+    terms = []
+    for subset in (None, rows):
+        parts = _parts()
+        context = reranker_context(parts.reranker, batch)
+        torch.manual_seed(1)
+        half = reranker_update(batch, parts, parts.generator, context, DNR, OPTIM, subset)
+        torch.manual_seed(2)
+        terms.append(half | generator_update(batch, parts, context, DNR, OPTIM, subset))
+    for key in terms[0]:
+        torch.testing.assert_close(terms[0][key], terms[1][key], msg=key)
+
+
+def test_a_synthetic_fraction_copies_that_share_of_the_requests():
+    dnr = DNRConfig(lambda_e=0, generator_hidden=8, noise_dim=4, hist_bins=8, synthetic_fraction=0.25)
+    parts, batch = _parts(dnr=dnr), make_batch(num_requests=16)
+    rows = synthetic_rows(batch, dnr.synthetic_fraction)
+    assert rows.shape == (4,) and len(set(rows.tolist())) == 4
+    assert synthetic_rows(batch, 1.0) is None
+    theta, phi = _snapshot(parts.reranker), _snapshot(parts.generator)
+    terms = train_step(batch, parts, 0, tiny_model(), dnr, OPTIM)
+    assert set(terms) == ALL_KEYS and all(torch.isfinite(torch.tensor(list(terms.values()))))
+    assert _changed(parts.reranker, theta) and _changed(parts.generator, phi)
+    with pytest.raises(ValueError, match="dnr.synthetic_fraction"):
+        DNRConfig(synthetic_fraction=0.0)
 
 
 def test_a_resumed_epoch_skips_by_count_when_the_worker_count_changed():
