@@ -43,7 +43,8 @@ from torch.distributed.checkpoint.metadata import Metadata, StorageMeta
 
 from dnr.storage import Lake
 from dnr.training.sharding import is_sharded
-from dnr.training.step import TrainParts, unwrap
+from dnr.training.step import TrainParts
+from dnr.training.wrappers import unwrap
 
 MODEL_DIR = "model"
 DENSE_STATE_FILE = "dense_state.pt"

@@ -35,15 +35,12 @@ The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.nn.parallel import DataParallel, DistributedDataParallel
-from torchrec.distributed import DistributedModelParallel
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.batch import RerankBatch
@@ -54,6 +51,7 @@ from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_e
 from dnr.models.degre_search import (beam_search, clicks_first_order, one_hot_targets, prefix_utility,
                                      shuffled_logged_order, soft_targets, step_increments)
 from dnr.training.optimizers import ModelOptimizer, plain_optimizer
+from dnr.training.wrappers import evaluating, frozen, unwrap
 
 ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 """Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
@@ -355,44 +353,10 @@ FAMILIES: dict[str, Family] = {
 """Training recipe per ``model.family`` (the keys of ``dnr.models.RERANKERS``)."""
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module inside a DDP / DataParallel / TorchRec DistributedModelParallel wrapper, else
-    the model itself."""
-    if isinstance(model, DistributedModelParallel):
-        return model.module  # DMP's own property: the model inside every wrapper
-    return model.module if isinstance(model, (DistributedDataParallel, DataParallel)) else model
-
-
 def reranker_context(reranker: nn.Module, batch: RerankBatch) -> RerankerContext:
     """Detached item embeddings and user vector of the (possibly wrapped) reranker."""
     with torch.no_grad():
         return unwrap(reranker).context(batch)
-
-
-@contextmanager
-def evaluating(module: nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the duration, restoring the module's training flag on exit."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
-@contextmanager
-def frozen(module: nn.Module) -> Iterator[None]:
-    """Turn ``requires_grad`` off for the module's trainable parameters, restoring it on exit.
-    A sharded table's weights are views into TorchRec's fused kernel, not leaves, and are left
-    alone: nothing under ``frozen`` looks them up (see :func:`generator_update`)."""
-    params = [p for p in module.parameters() if p.requires_grad and p.is_leaf]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
 
 
 def _apply(loss: torch.Tensor, opt: ModelOptimizer, grad_clip: float) -> None:
