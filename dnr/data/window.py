@@ -3,28 +3,30 @@
 ::
 
     window = Window.open(lake, "2026-01-01", "2026-01-03")     # pins the table version
-    report = window.quarantine(run_id, data_cfg)               # pass 1: bad rows -> quarantine
-    kept = window.validated(data_cfg, report.duplicate_ids)    # pass 2: a streaming Dataset
+    report = window.quarantine(run_id, data_cfg)               # id scan, then one validation pass
+    kept = window.validated(data_cfg, report.duplicate_ids)    # the training stream
 
 Only the files of the window's ``ds`` partitions are read (``DeltaTable.file_uris`` with a
 ``file_pruning_predicate``), at the version pinned when the window was opened, so a day that
-lands while a job runs never leaks into it. Quarantine is its own pass (bad rows are rare and
-written once per run; the training stream may be re-iterated every epoch without re-writing
-them). Duplicated ``request_id`` values are found first, by one pass over the id column alone.
+lands while a job runs never leaks into it. Duplicated ``request_id`` values are found first,
+by a distributed scan of the id column alone (:meth:`Window.duplicates`). The validation pass
+then reads the full rows once: tasks write the bad rows, the driver checks the counts and makes
+one quarantine commit (:mod:`dnr.data.scan`). The training stream re-applies the same checks per
+batch (vectorised, cheap), so it may be re-iterated every epoch without writing anything.
+The driver holds O(files + blocks + duplicates) of state, never O(requests).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
 from dnr.config import DataConfig
-from dnr.data import validate
-from dnr.schemas import QUARANTINE, REQUEST_LOGS
+from dnr.data import scan, validate
+from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 
 C = REQUEST_LOGS.col
@@ -66,7 +68,10 @@ class Window:
     version: int
     files: tuple[str, ...]
     rows_read: int
+    """rows of the window by the Delta statistics (what the scan checks it reads)"""
     partitions: tuple[str, ...]
+    file_rows: tuple[int, ...] = ()
+    """rows of each of ``files`` by the Delta statistics"""
 
     @classmethod
     def open(cls, lake: Lake, start: str, end: str, version: int | None = None) -> "Window":
@@ -88,11 +93,16 @@ class Window:
             span = f"{present[0]}..{present[-1]}" if present else "no partitions"
             raise ValueError(f"no request_logs partitions in [{start}, {end}] at version "
                              f"{table.version()} of {uri} (the table has {span})")
-        num_records = adds.column("num_records").to_numpy(zero_copy_only=False)[in_window]
-        if len(num_records) != len(files) or np.isnan(num_records.astype(float)).any():
-            raise RuntimeError(f"{uri}: file statistics are incomplete; cannot count rows read")
+        stats = dict(zip(adds.column("path").to_pylist(),
+                         adds.column("num_records").to_numpy(zero_copy_only=False).astype(float)))
+        num_records = np.array([stats.get(f.removeprefix(uri + "/"), np.nan) for f in files])
+        if np.isnan(num_records).any():
+            missing = [f for f, n in zip(files, num_records) if np.isnan(n)]
+            raise RuntimeError(f"{uri}: no row-count statistics for {len(missing)} file(s), e.g. "
+                               f"{missing[0]}; cannot check the rows read")
         return cls(lake=lake, start=start, end=end, version=table.version(), files=files,
-                   rows_read=int(num_records.sum()), partitions=tuple(sorted(set(ds_values[in_window]))))
+                   rows_read=int(num_records.sum()), partitions=tuple(sorted(set(ds_values[in_window]))),
+                   file_rows=tuple(int(n) for n in num_records))
 
     @property
     def table_uri(self) -> str:
@@ -113,50 +123,55 @@ class Window:
         # projection is pushed down into the Parquet read by Ray Data's optimizer
         return ds.select_columns(columns) if columns else ds
 
-    def duplicate_ids(self) -> np.ndarray:
-        """64-bit hashes of the request_ids that occur more than once in the window.
+    def duplicates(self, partitions: int | None = None):
+        """A Dataset with one row per request_id that occurs more than once in the window:
+        its 64-bit hash ``h`` and its number of ``copies``.
 
-        One pass over the id column alone: each block hashes its ids (vectorised), the driver
-        counts the hashes (8 bytes per request: ~0.8 GB for 10^8 requests) and keeps the repeated
-        ones. No shuffle. A 64-bit collision between two distinct ids (probability ~n^2/2^65,
-        about 3e-4 at 10^8 requests) would quarantine both rows as duplicates: safe, and visible.
+        Distributed: each read task hashes its block's ids (the id column alone is read) and
+        assigns each hash to one of ``partitions`` buckets; a hash shuffle brings every bucket's
+        hashes to one task, which keeps the repeated ones. The driver receives only those rows:
+        no per-request state (the old driver-side count held 8 bytes per request, ~0.8 GB per
+        10^8). A 64-bit collision between two distinct ids (probability ~n^2/2^65, about 3e-4 at
+        10^8 requests) quarantines both rows as duplicates: safe, and visible.
         """
-        hashed = self.read(columns=[C.request_id]).map_batches(_hash_ids, batch_format="pyarrow")
-        parts = [b["h"] for b in hashed.iter_batches(batch_size=None, batch_format="numpy")]
-        if not parts:
-            return np.zeros(0, np.uint64)
-        values, counts = np.unique(np.concatenate(parts), return_counts=True)
-        return values[counts > 1]
+        partitions = partitions or dedup_partitions(self.rows_read)
+        hashed = self.read(columns=[C.request_id]).map_batches(
+            _hash_ids, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
+        return hashed.groupby("bucket", num_partitions=partitions).map_groups(
+            _repeated, batch_format="numpy")
+
+    def duplicate_ids(self, partitions: int | None = None) -> np.ndarray:
+        """The hashes of :meth:`duplicates`, sorted (what validation tests membership in)."""
+        parts = [b["h"] for b in self.duplicates(partitions).iter_batches(
+            batch_size=None, batch_format="numpy")]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def quarantine(self, run_id: str, cfg: DataConfig) -> QuarantineReport:
         """Validate every row; append the bad ones to ``quarantine``; count by reason.
 
+        Two Ray Data executions: the duplicate scan (the id column alone), then one pass over the
+        full rows in which each task validates its block and writes its bad rows
+        (:mod:`dnr.data.scan`); the driver gathers one summary per block, checks the rows read
+        from every file against the Delta statistics (:class:`~dnr.data.scan.CountMismatchError`
+        names the files that differ) and commits the staged files to ``quarantine`` at once.
         A row with several problems counts once in ``rows_quarantined`` and once under each of
         its reasons in ``reasons``.
         """
         duplicate_ids = self.duplicate_ids()
-        bad = self.read().map_batches(
-            _quarantine_batch, batch_format="pyarrow",
-            fn_kwargs=dict(max_list_len=cfg.max_list_len, duplicate_ids=duplicate_ids,
-                           source_table=self.table_uri, source_version=self.version, run_id=run_id),
-        ).materialize()
-        reasons: Counter[str] = Counter()
-        for block in bad.select_columns([QUARANTINE.col.reason]).iter_batches(
-                batch_size=None, batch_format="numpy"):
-            reasons.update(r for joined in block[QUARANTINE.col.reason] for r in joined.split(";"))
-        n_bad = bad.count()
-        if n_bad:
-            # one Delta commit, streamed block by block from the object store by the driver
-            from deltalake import write_deltalake
-
-            blocks = (pa.Table.from_batches(t.to_batches(), QUARANTINE.arrow).to_batches()
-                      for t in bad.iter_batches(batch_size=None, batch_format="pyarrow"))
-            reader = pa.RecordBatchReader.from_batches(
-                QUARANTINE.arrow, (b for batches in blocks for b in batches))
-            write_deltalake(self.lake.table_uri("quarantine"), reader, mode="append",
-                            storage_options=self.lake.storage_options())
-        return QuarantineReport(rows_read=self.rows_read, rows_quarantined=n_bad,
-                                reasons=dict(reasons), duplicate_ids=duplicate_ids)
+        summaries = self.read(include_paths=True).map_batches(
+            scan.scan_block, batch_format="pyarrow", batch_size=None,
+            fn_kwargs=dict(lake_root=self.lake.root, max_list_len=cfg.max_list_len,
+                           duplicate_ids=duplicate_ids, source_table=self.table_uri,
+                           source_version=self.version, run_id=run_id))
+        totals = scan.ScanTotals()
+        for summary in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
+            totals.add(summary)
+        totals.check(dict(zip((self.lake.fs_path(f) for f in self.files), self.file_rows)),
+                     self.table_uri, self.version)
+        if totals.staged:
+            scan.commit_quarantine(self.lake, totals.staged, run_id)
+        return QuarantineReport(rows_read=totals.rows_read, rows_quarantined=totals.bad,
+                                reasons=dict(totals.reasons), duplicate_ids=duplicate_ids)
 
     def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None):
         """The window's valid rows, streaming, in the contract schema (what training consumes)."""
@@ -166,25 +181,24 @@ class Window:
         )
 
 
-def _with_partition(batch: pa.Table) -> pa.Table:
-    # Ray parses `ds=...` from the Hive path; keep the contract's column order and types.
-    names = [f.name for f in REQUEST_LOGS.arrow if f.name in batch.column_names]
-    return batch.select(names)
-
-
 def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None) -> pa.Table:
-    batch = _with_partition(batch)
+    batch = scan.contract_columns(batch)
     kept, _, _ = validate.split(batch, max_list_len, duplicate_ids)
     schema = pa.schema([REQUEST_LOGS.arrow.field(n) for n in kept.column_names])
     return kept.cast(schema)
 
 
-def _quarantine_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray,
-                      source_table: str, source_version: int, run_id: str) -> pa.Table:
-    batch = _with_partition(batch)
-    _, bad, reasons = validate.split(batch, max_list_len, duplicate_ids)
-    return validate.quarantine_rows(bad, reasons, source_table, source_version, run_id)
+def dedup_partitions(rows: int, per_partition: int = 2_000_000) -> int:
+    """Buckets of the duplicate scan: about 2M hashes (16 MB) per task, 1 to 512."""
+    return int(min(512, max(1, -(-rows // per_partition))))
 
 
-def _hash_ids(batch: pa.Table) -> pa.Table:
-    return pa.table({"h": validate.hash_request_ids(batch.column(C.request_id))})
+def _hash_ids(batch: pa.Table, partitions: int) -> pa.Table:
+    h = validate.hash_request_ids(batch.column(C.request_id))
+    return pa.table({"h": h, "bucket": (h % np.uint64(partitions)).astype(np.int64)})
+
+
+def _repeated(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    values, counts = np.unique(group["h"], return_counts=True)
+    repeated = counts > 1
+    return {"h": values[repeated], "copies": counts[repeated].astype(np.int64)}

@@ -1,6 +1,7 @@
 """Window reads through Ray Data on real Delta tables, local and on the local S3 server."""
 
 import math
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -8,6 +9,8 @@ from deltalake import DeltaTable
 
 from dnr.config import DataConfig
 from dnr.data.collate import collate
+from dnr.data import validate
+from dnr.data.scan import CountMismatchError
 from dnr.data.validate import SchemaError
 from dnr.data.window import Window
 from dnr.schemas import QUARANTINE, REQUEST_LOGS
@@ -94,3 +97,35 @@ def test_s3_round_trip_through_ray_data(ray_cluster, s3_lake):
     assert window.validated(CFG, report.duplicate_ids).count() == 14
     q = DeltaTable(s3_lake.table_uri("quarantine"), storage_options=s3_lake.storage_options())
     assert q.to_pyarrow_table().column(Q.reason).to_pylist() == ["bad_label"]
+
+
+def test_duplicates_are_found_by_a_shuffle_and_only_they_reach_the_driver(ray_cluster, local_lake):
+    rows = make_rows(40, "2026-03-01") + make_rows(40, "2026-03-02", seed=1)
+    for i, j in ((0, 1), (3, 50), (3, 51), (60, 79)):  # three ids repeated: 2, 3 and 2 copies
+        rows[j][C.request_id] = rows[i][C.request_id]
+    write_logs(local_lake, rows)
+    window = Window.open(local_lake, "2026-03-01", "2026-03-02")
+
+    # what the driver iterates: one row per repeated id, never the 80 requests
+    found = window.duplicates(partitions=4).take_all()
+    assert sorted(r["copies"] for r in found) == [2, 2, 3]
+    expected = validate.hash_request_ids(pa.array([rows[i][C.request_id] for i in (0, 3, 60)]))
+    assert window.duplicate_ids(partitions=4).tolist() == sorted(expected.tolist())
+    assert window.duplicate_ids(partitions=1).tolist() == sorted(expected.tolist())
+    report = window.quarantine("run-d", CFG)
+    assert report.reasons == {"duplicate_request_id": 7} and report.rows_kept == 73
+
+
+def test_a_file_changed_after_its_commit_fails_the_scan_naming_it(ray_cluster, local_lake):
+    import pyarrow.parquet as pq
+
+    write_logs(local_lake, make_rows(10, "2026-03-01"))
+    write_logs(local_lake, make_rows(10, "2026-03-02", seed=1))
+    window = Window.open(local_lake, "2026-03-01", "2026-03-02")
+    victim = next(f for f in window.files if "ds=2026-03-02" in f)
+    # a valid Parquet file with half the rows: the Delta statistics still say 10
+    pq.write_table(pq.read_table(victim).slice(0, 5), victim)
+    with pytest.raises(CountMismatchError, match=rf"{victim}: statistics 10 rows, read 5"):
+        window.quarantine("run-c", CFG)
+    quarantine_log = Path(local_lake.table_uri("quarantine"), "_delta_log")
+    assert not any(quarantine_log.glob("*.json"))  # nothing was committed

@@ -1,0 +1,134 @@
+"""The validation pass over a window: one Ray Data execution over the full rows.
+
+Each block is validated by the task that holds it. Its bad rows become one Parquet file that
+the task writes inside the ``quarantine`` table's directory, not yet part of the table. The task
+returns one summary row: rows per source file, bad rows, reasons, the staged file. The driver
+receives the summaries only (one row per block, never a request), checks the rows read from each
+file against its Delta statistics, and adds every staged file to ``quarantine`` in one commit.
+
+A retried task writes a new file under a new name. Only the files named by the summaries the
+driver received are committed; a retried task's first file is never referenced by the table
+(``VACUUM`` removes such files).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from dnr.data import validate
+from dnr.schemas import QUARANTINE, REQUEST_LOGS
+from dnr.storage import Lake
+
+#: one row per block, what a scan task sends back to the driver
+SUMMARY = pa.schema([
+    ("files", pa.list_(pa.string())), ("file_rows", pa.list_(pa.int64())),
+    ("bad", pa.int64()), ("reasons", pa.string()),
+    ("staged", pa.string()), ("staged_bytes", pa.int64()),
+])
+
+
+class CountMismatchError(RuntimeError):
+    """Rows read from a data file differ from what its Delta statistics say it holds."""
+
+
+def contract_columns(batch: pa.Table) -> pa.Table:
+    """The contract's columns of a read block, in its order (Ray parses ``ds`` from the path)."""
+    names = [f.name for f in REQUEST_LOGS.arrow if f.name in batch.column_names]
+    return batch.select(names)
+
+
+def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids: np.ndarray,
+               source_table: str, source_version: int, run_id: str) -> pa.Table:
+    """Validate one block read with ``include_paths``; stage its bad rows; return its summary."""
+    per_file = pc.value_counts(batch.column("path")).to_pylist()
+    rows = contract_columns(batch)
+    _, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)
+    staged, staged_bytes = None, 0
+    if bad.num_rows:
+        staged, staged_bytes = _stage(Lake(lake_root), validate.quarantine_rows(
+            bad, reasons, source_table, source_version, run_id))
+    counted = Counter(r for joined in reasons for r in joined.split(";"))
+    return pa.table({
+        "files": [[f["values"] for f in per_file]], "file_rows": [[f["counts"] for f in per_file]],
+        "bad": [bad.num_rows], "reasons": [json.dumps(dict(counted), sort_keys=True)],
+        "staged": [staged], "staged_bytes": [staged_bytes],
+    }, schema=SUMMARY)
+
+
+def _stage(lake: Lake, rows: pa.Table) -> tuple[str, int]:
+    """Write quarantine rows as a new Parquet file in the table's directory: (name, bytes)."""
+    fs = lake.filesystem()
+    directory = lake.fs_path(lake.table_uri("quarantine"))
+    fs.create_dir(directory, recursive=True)
+    name = f"part-{uuid.uuid4().hex}.snappy.parquet"
+    path = f"{directory}/{name}"
+    pq.write_table(rows, path, filesystem=fs, compression="snappy", write_page_checksum=True)
+    return name, fs.get_file_info(path).size
+
+
+@dataclass
+class ScanTotals:
+    """The summaries of a scan, added up on the driver: O(files + blocks), never O(requests)."""
+
+    file_rows: dict[str, int] = field(default_factory=dict)
+    bad: int = 0
+    reasons: Counter = field(default_factory=Counter)
+    staged: list[tuple[str, int, int]] = field(default_factory=list)
+    """(file name, bytes, rows) of every staged quarantine file."""
+
+    @property
+    def rows_read(self) -> int:
+        return sum(self.file_rows.values())
+
+    def add(self, summary: pa.Table) -> None:
+        for files, counts, bad, reasons, staged, size in zip(*(summary.column(n).to_pylist()
+                                                                for n in SUMMARY.names)):
+            for path, count in zip(files, counts):
+                self.file_rows[path] = self.file_rows.get(path, 0) + count
+            self.bad += bad
+            self.reasons.update(json.loads(reasons))
+            if staged:
+                self.staged.append((staged, size, bad))
+
+    def check(self, expected: dict[str, int], table: str, version: int) -> None:
+        """Raise :class:`CountMismatchError` naming every file whose rows differ from its stats."""
+        wrong = [(path, rows, self.file_rows.get(path, 0)) for path, rows in expected.items()
+                 if self.file_rows.get(path, 0) != rows]
+        wrong += [(path, 0, rows) for path, rows in self.file_rows.items() if path not in expected]
+        if wrong:
+            listed = "; ".join(f"{p}: statistics {e:,} rows, read {r:,}" for p, e, r in wrong[:5])
+            raise CountMismatchError(
+                f"{table} at version {version}: {len(wrong)} data file(s) do not hold the rows the "
+                f"Delta log records ({listed}). A file was changed after it was committed; restore "
+                "it or re-land its day, then re-run. Nothing was trained.")
+
+
+def commit_quarantine(lake: Lake, staged: list[tuple[str, int, int]], run_id: str) -> None:
+    """Add the staged files to ``quarantine`` in one Delta commit (creating the table if needed)."""
+    from deltalake import CommitProperties, DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    adds = [AddAction(path=name, size=size, partition_values={}, modification_time=now_ms,
+                      data_change=True, stats=json.dumps({"numRecords": rows}))
+            for name, size, rows in staged]
+    uri, options = lake.table_uri("quarantine"), lake.storage_options()
+    props = CommitProperties(custom_metadata={"run_id": run_id, "written_by": "dnr.data.scan"})
+    try:
+        table = DeltaTable(uri, storage_options=options)
+    except TableNotFoundError:
+        create_table_with_add_actions(uri, QUARANTINE.delta, adds, mode="append",
+                                      storage_options=options, commit_properties=props)
+        return
+    table.create_write_transaction(adds, mode="append", schema=QUARANTINE.delta,
+                                   commit_properties=props)
