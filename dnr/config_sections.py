@@ -31,9 +31,15 @@ class DataConfig:
     """Seed of the item-id hash; changing it invalidates every trained embedding."""
     batch_size: int = 256
     """Requests per training batch (per worker)."""
+    object_store_budget_mb: int = 1024
+    """Object-store memory the training stream may hold ahead of the workers, in MiB (Ray Data's
+    ``resource_limits``): the read-ahead is capped by this, not by the window. 0: Ray's default
+    (a share of the cluster's object store)."""
 
     def __post_init__(self):
         _check(self.max_list_len >= 1, "data.max_list_len", self.max_list_len, "must be >= 1")
+        _check(self.object_store_budget_mb >= 0, "data.object_store_budget_mb",
+               self.object_store_budget_mb, "must be >= 0 (0: Ray's default)")
         _check(self.history_len >= 1, "data.history_len", self.history_len, "must be >= 1")
         _check(self.num_buckets >= 2, "data.num_buckets", self.num_buckets, "must be >= 2")
         _check(self.batch_size >= 1, "data.batch_size", self.batch_size, "must be >= 1")

@@ -57,6 +57,9 @@ class DailyResult:
     """Why the replay evaluation did not run, when it did not."""
     capped: str | None = None
     """Set when train.max_steps stopped the epochs short of the window's rows."""
+    requests_left_out: int = 0
+    """Kept requests not trained in each epoch: the equal split of the stream across W workers
+    leaves out up to W - 1 (every rank must run the same number of steps)."""
 
 
 def table_partitions(lake: Lake) -> tuple[int, list[str]]:
@@ -117,6 +120,19 @@ def scaling_config(cfg: JobConfig):
         resources["GPU"] = 1.0
     return ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                          resources_per_worker=resources)
+
+
+def ingest_config(cfg: JobConfig):
+    """How Ray Train feeds the workers: the training stream split between them, its read-ahead
+    capped at ``data.object_store_budget_mb`` of object-store memory."""
+    from ray.data import ExecutionResources
+    from ray.train import DataConfig
+
+    options = DataConfig.default_ingest_options()
+    if cfg.data.object_store_budget_mb:
+        options.resource_limits = ExecutionResources(
+            object_store_memory=cfg.data.object_store_budget_mb * 1024**2)
+    return DataConfig(execution_options=options)
 
 
 def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose: bool,
@@ -188,6 +204,7 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
             checkpoint_config=CheckpointConfig(num_to_keep=2),
         ),
         datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
+        dataset_config=ingest_config(cfg),
     )
     fit = trainer.fit()
     if fit.checkpoint is None:
@@ -196,6 +213,13 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
     if result.capped:
         metrics.update({"train/steps_per_epoch": steps, "train/steps_per_epoch_uncapped": full})
+    else:
+        result.requests_left_out = check_trained(metrics, report.rows_kept, cfg, run_name)
+        metrics["train/requests_left_out"] = result.requests_left_out
+        if result.requests_left_out:
+            say(f"[daily] {result.requests_left_out} of {report.rows_kept:,} kept requests were not "
+                f"trained in each epoch: the equal split across {cfg.train.num_workers} workers "
+                f"leaves out up to {cfg.train.num_workers - 1}")
 
     row = dict(
         model_name=name, family=cfg.model.family, status="candidate",
@@ -216,6 +240,21 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
     _replay(lake, cfg, result, partitions, say, lease)
     result.seconds = time.monotonic() - started
     return result
+
+
+def check_trained(metrics: dict, kept: int, cfg: JobConfig, run_name: str) -> int:
+    """Kept requests left out of each epoch; raises when more are missing than the equal split
+    of the stream can drop (``W - 1``): then the stream did not deliver what was validated."""
+    trained = metrics.get("train/requests_epoch")
+    if trained is None:  # a finished run handed back again: its epochs were checked when they ran
+        return 0
+    left_out = max(kept - int(trained), 0)
+    if left_out > cfg.train.num_workers - 1:
+        raise RuntimeError(f"run {run_name} trained {int(trained):,} requests per epoch, but "
+                           f"{kept:,} rows were kept by validation: {left_out:,} are missing (the "
+                           f"equal split across {cfg.train.num_workers} workers drops at most "
+                           f"{cfg.train.num_workers - 1}). Nothing was registered.")
+    return left_out
 
 
 def _replay(lake: Lake, cfg: JobConfig, result: DailyResult, partitions: list[str], say, lease) -> None:
@@ -264,6 +303,9 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
                  ("global step", str(result.global_step))]
         if result.capped:
             rows.append(("capped", result.capped))
+        elif result.requests_left_out:
+            rows.append(("left out", f"{result.requests_left_out} request(s) per epoch by the "
+                                     "workers' equal split"))
         rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
                  if k.startswith("train/loss")]
         rows += [("time", f"{result.seconds:.0f}s"), ("checkpoint", result.checkpoint_uri),

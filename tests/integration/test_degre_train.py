@@ -22,12 +22,16 @@ DEGRE = ["model.family=degre", "train.model_name=degre", "degre.list_len=4", "de
 
 
 def test_degre_daily_run_trains_registers_and_replays(ray_cluster, local_lake):
-    add_days(local_lake, 0, 3)
+    add_days(local_lake, 0, 1, rows=255)  # an odd window (511) over 2 workers
+    add_days(local_lake, 1, 2)
     cfg = load_config(None, TINY + LENIENT_GATE + DEGRE)
 
     first = run_daily(local_lake, cfg, verbose=False)
     assert first.status == "trained" and first.window == (ds(0), ds(1))
-    assert first.global_step == steps_per_epoch(512, cfg)
+    assert first.global_step == steps_per_epoch(511, cfg)
+    # the equal split trains 255 per worker: the one request left out is counted, not lost silently
+    assert first.metrics["train/requests_epoch"] == 510 and first.requests_left_out == 1
+    assert first.metrics["train/requests_left_out"] == 1
     assert first.replay_decision is not None  # the generator's lists went through the same replay
     row = Registry(local_lake).versions("degre")[0]
     assert row.family == "degre" and row.version == first.version
