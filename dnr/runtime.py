@@ -5,12 +5,18 @@ from __future__ import annotations
 import os
 
 
-def start_ray(num_cpus: int | None = None) -> bool:
+def start_ray(num_cpus: int | None = None, verbose: bool = False) -> bool:
     """Join the cluster when there is one (``ray job submit`` sets ``RAY_ADDRESS``), else start an
     embedded local Ray. Returns True for an embedded Ray (the jobs then use laptop defaults).
 
     The embedded Ray is started with ``address="local"``: a plain ``ray.init()`` would silently
-    join any Ray already running on the machine.
+    join any Ray already running on the machine. It runs the dashboard, whose State API Ray
+    Train's placement-group cleaner polls; every process of the job is told that dashboard's
+    address, so with several Rays on one machine the cleaner still queries its own.
+
+    The console: the driver's own lines, Ray Data's progress bars and the training bar
+    (:mod:`dnr.training.progress`). Worker output and Ray Data's INFO lines stay in Ray's log
+    files (``/tmp/ray/session_latest/logs``); ``verbose`` forwards them to the console as well.
     """
     import ray
     from ray.data import DataContext
@@ -19,14 +25,38 @@ def start_ray(num_cpus: int | None = None) -> bool:
         return False
     embedded = "RAY_ADDRESS" not in os.environ
     if embedded:
+        port = _free_port()
         # more logical CPUs than cores so that Train workers and scoring actors always leave
         # slots for Ray Data's read and map tasks (a full cluster makes reads hang)
         ray.init(address="local", num_cpus=num_cpus or max(4, (os.cpu_count() or 2) * 2),
-                 include_dashboard=False, log_to_driver=True)
+                 include_dashboard=True, dashboard_host="127.0.0.1", dashboard_port=port,
+                 runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                 log_to_driver=verbose)
     else:
-        ray.init()
-    DataContext.get_current().enable_progress_bars = False
+        ray.init(log_to_driver=verbose)
+    DataContext.get_current().enable_progress_bars = True
+    quiet_ray_data_console(not verbose)
     return embedded
+
+
+def quiet_ray_data_console(quiet: bool = True) -> None:
+    """Ray Data's INFO lines (execution plans, "finished in") off the console, kept in its log
+    file (``ray-data.log``); warnings and errors still reach the console."""
+    import logging
+
+    import ray.data  # noqa: F401 - configures the "ray.data" logger
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def exit_process(code: int) -> None:

@@ -37,6 +37,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--config", default=None, help="YAML config whose gate section is used")
     p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of an embedded Ray")
     p.add_argument("--json", default=None, help="also write the decision and metrics as JSON here")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the workers' output and Ray Data's INFO lines (always in Ray's logs)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. gate.tolerance=0.01")
     return p.parse_args(argv)
 
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides) + ([f"train.model_name={args.model}"] if args.model else [])
     cfg = load_config(args.config, overrides)
-    start_ray(args.num_cpus)
+    start_ray(args.num_cpus, verbose=args.verbose)
     result = run_replay(Lake(args.lake), cfg, candidate=args.candidate, baseline=args.baseline,
                         ds=args.ds, promote=args.promote)
     print(f"\n[replay] {result.report_id} ({result.seconds:.0f}s)\n" + comparison_table(result))

@@ -39,6 +39,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="train even if an equivalent version exists")
     p.add_argument("--num-cpus", type=int, default=None, help="logical CPUs of an embedded Ray")
     p.add_argument("--json", default=None, help="also write the result as JSON to this file")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show the workers' output and Ray Data's INFO lines (always in Ray's logs)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. train.epochs=2")
     return p.parse_args(argv)
 
@@ -46,7 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     lake = Lake(args.lake)
-    embedded = start_ray(args.num_cpus)
+    embedded = start_ray(args.num_cpus, verbose=args.verbose)
     config_path = args.config or (LOCAL_CONFIG if embedded else None)
     cfg = load_config(config_path, args.overrides)
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")

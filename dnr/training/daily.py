@@ -11,6 +11,8 @@ registry when ``gate.auto_promote`` (:mod:`dnr.evaluation.replay`).
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import datetime as dt
 import json
 import time
@@ -24,6 +26,7 @@ from dnr.data.window import QuarantineReport, Window, parse_ds
 from dnr.registry import ModelVersion, Registry
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
+from dnr.training.progress import TrainProgress
 
 C = REQUEST_LOGS.col
 
@@ -57,6 +60,9 @@ class DailyResult:
     """Why the replay evaluation did not run, when it did not."""
     capped: str | None = None
     """Set when train.max_steps stopped the epochs short of the window's rows."""
+    phases: dict | None = None
+    """Wall seconds by phase: scan (open, duplicates, validation, quarantine), train (the fit,
+    of which checkpoint: writing them), register, replay."""
     requests_left_out: int = 0
     """Kept requests not trained in each epoch: the equal split of the stream across W workers
     leaves out up to W - 1 (every rank must run the same number of steps)."""
@@ -125,10 +131,10 @@ def scaling_config(cfg: JobConfig):
 def ingest_config(cfg: JobConfig):
     """How Ray Train feeds the workers: the training stream split between them, its read-ahead
     capped at ``data.object_store_budget_mb`` of object-store memory."""
-    from ray.data import ExecutionResources
+    from ray.data import DataContext, ExecutionResources
     from ray.train import DataConfig
 
-    options = DataConfig.default_ingest_options()
+    options = copy.deepcopy(DataContext.get_current().execution_options)  # Ray Train's default
     if cfg.data.object_store_budget_mb:
         options.resource_limits = ExecutionResources(
             object_store_memory=cfg.data.object_store_budget_mb * 1024**2)
@@ -168,6 +174,7 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
             _replay(lake, cfg, result, partitions, say, lease)
         return result
 
+    phase_started = time.monotonic()
     data = Window.open(lake, *window, version=table_version)
     run_name = f"{name}-{ds}" if not force else f"{name}-{ds}-{int(time.time())}"
     say(f"[daily] ds={ds} parent={result.parent_version or '(cold start)'} window={window[0]}..{window[1]} "
@@ -177,6 +184,7 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         f"{report.reasons or ''}")
     if report.rows_kept == 0:
         raise ValueError(f"every row of {window[0]}..{window[1]} was quarantined: {report.reasons}")
+    result.phases = {"scan": time.monotonic() - phase_started}
     steps, full = steps_per_epoch(report.rows_kept, cfg), full_steps_per_epoch(report.rows_kept, cfg)
     say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
         f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
@@ -188,29 +196,34 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
     lineage = {"parent_version": result.parent_version, "window_start": window[0],
                "window_end": window[1], "table_version": table_version,
                "rows_read": report.rows_read, "rows_quarantined": report.rows_quarantined}
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={
-            "config": config_to_dict(cfg), "lake": lake.root, "run_name": run_name,
-            "parent_checkpoint": parent.checkpoint_uri if parent else None,
-            "lineage": lineage, "steps_per_epoch": steps,
-        },
-        scaling_config=scaling_config(cfg),
-        run_config=RunConfig(
-            name=run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
-            else lake.uri("checkpoints"),
-            storage_filesystem=lake.filesystem() if lake.is_s3 else None,
-            failure_config=FailureConfig(max_failures=cfg.train.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
-        ),
-        datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
-        dataset_config=ingest_config(cfg),
-    )
-    fit = trainer.fit()
+    with (TrainProgress(steps * cfg.train.epochs) if verbose else contextlib.nullcontext()) as bar:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={
+                "config": config_to_dict(cfg), "lake": lake.root, "run_name": run_name,
+                "parent_checkpoint": parent.checkpoint_uri if parent else None,
+                "lineage": lineage, "steps_per_epoch": steps,
+                "progress_board": bar.board if bar else None,
+            },
+            scaling_config=scaling_config(cfg),
+            run_config=RunConfig(
+                name=run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
+                else lake.uri("checkpoints"),
+                storage_filesystem=lake.filesystem() if lake.is_s3 else None,
+                failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+            datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
+            dataset_config=ingest_config(cfg),
+        )
+        phase_started = time.monotonic()
+        fit = trainer.fit()
+        result.phases["train"] = time.monotonic() - phase_started
     if fit.checkpoint is None:
         raise RuntimeError(f"run {run_name} finished without a checkpoint: {fit.error}")
     checkpoint_uri = ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
+    result.phases["checkpoint"] = float(metrics.get("time/checkpoint_s", 0.0))
     if result.capped:
         metrics.update({"train/steps_per_epoch": steps, "train/steps_per_epoch_uncapped": full})
     else:
@@ -230,14 +243,18 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         global_step=int(metrics.get("global_step", 0)), run_name=run_name,
         metrics_json=json.dumps(metrics, sort_keys=True),
     )
+    phase_started = time.monotonic()
     lease.check()  # never commit if another run took the lake over meanwhile
     version = _register(registry, row)
+    result.phases["register"] = time.monotonic() - phase_started
     result.status, result.version, result.run_name = "trained", version, run_name
     result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
     result.quarantine_reasons = report.reasons
     result.global_step, result.metrics = int(metrics.get("global_step", 0)), metrics
     result.checkpoint_uri, result.tensorboard_uri = checkpoint_uri, lake.uri("tensorboard", run_name)
+    phase_started = time.monotonic()
     _replay(lake, cfg, result, partitions, say, lease)
+    result.phases["replay"] = time.monotonic() - phase_started
     result.seconds = time.monotonic() - started
     return result
 
@@ -308,7 +325,8 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
                                      "workers' equal split"))
         rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
                  if k.startswith("train/loss")]
-        rows += [("time", f"{result.seconds:.0f}s"), ("checkpoint", result.checkpoint_uri),
+        phases = ", ".join(f"{k} {v:.0f}s" for k, v in (result.phases or {}).items())
+        rows += [("time", f"{result.seconds:.0f}s ({phases})"), ("checkpoint", result.checkpoint_uri),
                  ("tensorboard", f"tensorboard --logdir {result.tensorboard_uri}")]
     if result.replay_decision:
         rows += [("replay decision", f"{result.replay_decision}"

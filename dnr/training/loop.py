@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -30,7 +29,8 @@ from dnr.data.collate import collate
 from dnr.models import synthesize_scores
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
-from dnr.training.metrics_log import ConsoleProgress, TensorBoardLogger
+from dnr.training.metrics_log import TensorBoardLogger
+from dnr.training.progress import WorkerProgress
 from dnr.training.sharding import distribute
 from dnr.training.step import (TrainParts, build_train_parts, reranker_context, train_step,
                                training_phase)
@@ -159,23 +159,29 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         lineage = loop_cfg["lineage"]
         logger.log(progress.global_step, {"data/rows_read": lineage["rows_read"],
                                           "data/rows_quarantined": lineage["rows_quarantined"]})
-    console = ConsoleProgress(loop_cfg.get("steps_per_epoch", 0) * cfg.train.epochs or None)
+    console = WorkerProgress(loop_cfg.get("steps_per_epoch", 0) * cfg.train.epochs or None,
+                             board=loop_cfg.get("progress_board") if rank == 0 else None)
     shard = ray.train.get_dataset_shard("train")
     meter, steps_this_run = _Meter(), 0
     config_json = config_to_json(cfg)
+
+    checkpoint_s = [0.0]  # this attempt's time writing checkpoints (rank 0; uploads not counted)
 
     def report(metrics: dict, with_checkpoint: bool) -> None:
         metrics = {**metrics, "global_step": progress.global_step, "epoch": progress.epoch}
         if not with_checkpoint:
             ray.train.report(metrics)
             return
+        started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             # every rank writes its rows of the tables; Ray Train gathers the parts into one checkpoint
             lineage = {**loop_cfg["lineage"], "global_step": progress.global_step}
             ckpt.save(tmp, parts, progress, config_json, lineage, rank=rank)
             if logger is not None:
                 logger.sync()
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            checkpoint_s[0] += time.monotonic() - started
+            ray.train.report({**metrics, "time/checkpoint_s": checkpoint_s[0]},
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
     last_means: dict[str, float] = {}
     for _ in range(progress.epoch, cfg.train.epochs):
@@ -227,7 +233,7 @@ def train_loop_per_worker(loop_cfg: dict) -> None:
         logger.close()
 
 
-def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, batch, progress,
+def _log(meter: _Meter, logger, console: WorkerProgress, parts: TrainParts, batch, progress,
          cfg: JobConfig, steps_this_run: int, rank: int) -> dict[str, float]:
     means, rate = meter.reduce()
     generated = None
@@ -250,6 +256,5 @@ def _log(meter: _Meter, logger, console: ConsoleProgress, parts: TrainParts, bat
     if generated is not None:
         logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
         logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
-    # not print(): Ray Train patches print into its logger, which shows every line twice
-    sys.stderr.write(console.line(steps_this_run, progress.global_step, progress.epoch, means, rate) + "\n")
+    console.show(steps_this_run, progress.global_step, progress.epoch, means, rate)
     return means

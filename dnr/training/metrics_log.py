@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -48,22 +47,3 @@ class TensorBoardLogger:
         self.writer.close()
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
-
-
-class ConsoleProgress:
-    """One line per log step: step, epoch, losses, requests/s, ETA for the run."""
-
-    def __init__(self, total_steps: int | None):
-        self.total_steps = total_steps
-        self.start = time.monotonic()
-
-    def line(self, step_in_run: int, global_step: int, epoch: int, scalars: dict[str, float],
-             requests_per_s: float) -> str:
-        elapsed = time.monotonic() - self.start
-        eta = ""
-        if self.total_steps and step_in_run:
-            remaining = max(self.total_steps - step_in_run, 0) * elapsed / step_in_run
-            eta = f" | {step_in_run}/{self.total_steps} steps, ETA {remaining:5.0f}s"
-        losses = " ".join(f"{k.split('/')[-1]}={v:.4f}" for k, v in scalars.items() if "loss" in k)
-        return (f"[train] step {global_step} epoch {epoch} | {losses} | "
-                f"{requests_per_s:,.0f} req/s | {elapsed:5.0f}s{eta}")
