@@ -18,7 +18,9 @@ API:
   a path-like id (``[A-Za-z0-9._-]`` segments joined by ``/``).
 * ``acquire()`` (``__enter__``): writes the record ``{name, owner, host, pid, token,
   acquired_at, expires_at, renewed_at, released_at}`` (times in ISO 8601 UTC) if no live lease
-  exists, takes over an expired or released one, and raises ``LeaseHeld`` (with ``.holder``,
+  exists, takes over an expired or released one, or a live one whose holder ran on this host
+  and whose process is gone (a driver killed with SIGKILL; a holder on another host keeps its
+  TTL, since its liveness cannot be seen from here), and raises ``LeaseHeld`` (with ``.holder``,
   a ``LeaseRecord``) naming the holder, its host and pid, and its expiry otherwise.
 * ``renew()``: moves the expiry to now + ``ttl_s``; raises ``LeaseLost`` if the record is no
   longer ours. A lease that expired but that nobody took over is renewed (the compare-and-swap
@@ -311,18 +313,33 @@ class LakeLease:
             if current is None:
                 continue  # removed in between (an operator): try creating again
             theirs = LeaseRecord.from_bytes(current[0])
-            if theirs.live():
+            gone = self._holder_gone(theirs)
+            if theirs.live() and not gone:
                 raise LeaseHeld(self.uri, theirs)
             try:
                 self._version = self._store.replace(mine.to_bytes(), current[1])
             except _Conflict:
                 continue
-            how = "released" if theirs.released_at else f"expired at {_iso(theirs.expires_at)}"
+            how = ("released" if theirs.released_at else f"held by pid {theirs.pid} on this host, "
+                   "which is gone" if gone else f"expired at {_iso(theirs.expires_at)}")
             return self._held(mine, f"took over ({theirs.owner!r}'s lease {how})")
         current = self._store.read()
         if current is not None:
             raise LeaseHeld(self.uri, LeaseRecord.from_bytes(current[0]))
         raise LeaseError(f"lease {self.name!r} ({self.uri}): could not acquire after 5 attempts")
+
+    def _holder_gone(self, record: LeaseRecord) -> bool:
+        """The holder ran on this host and its process no longer exists (a driver killed with
+        SIGKILL): its lease need not be waited out. Holders on other hosts keep their TTL."""
+        if record.host != self.host or record.pid == self.pid or record.released_at is not None:
+            return False
+        try:
+            os.kill(record.pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:  # alive, another user's
+            return False
+        return False
 
     def _held(self, record: LeaseRecord, how: str) -> "LakeLease":
         self.record, self._lost = record, None

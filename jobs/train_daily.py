@@ -1,6 +1,7 @@
 """The daily incremental training job.
 
-    python jobs/train_daily.py                      # embedded: local Ray, ./lake, synthetic data if empty
+    python jobs/train_daily.py                      # embedded: local Ray, ./lake, demo data if empty
+    python jobs/train_daily.py --lake /tmp/l --demo # the demo world into another empty lake
     python jobs/train_daily.py --lake s3://bucket/lake --ds 2026-05-02 --config cluster/configs/daily_gpu.yaml
     ray job submit --working-dir . -- python jobs/train_daily.py --lake s3://bucket/lake
     python jobs/train_daily.py train.epochs=2 model.score_mode=concat   # key=value overrides
@@ -14,6 +15,7 @@ trains again).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,13 +28,19 @@ from dnr.training.daily import result_json, run_daily, summary_table
 LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores
 EMBEDDED_WORLD = dict(days=4, requests_per_day=2_000)
+DEFAULT_LAKE = "./lake"
+#: exit status when the lake has no request_logs and no demo world was asked for (EX_NOINPUT)
+EXIT_NO_LOGS = 66
 #: exit status when another run holds the lake's lease (EX_TEMPFAIL: try again later)
 EXIT_LEASE_HELD = 75
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lake", default="./lake", help="lake root: local directory or s3://bucket/prefix")
+    p.add_argument("--lake", default=DEFAULT_LAKE, help="lake root: local directory or s3://bucket/prefix")
+    p.add_argument("--demo", action="store_true",
+                   help="generate the small demo world into --lake when it has no request_logs "
+                        "(the default ./lake on an embedded Ray does this without asking)")
     p.add_argument("--ds", default=None, help="day D (YYYY-MM-DD): train up to D-1, hold out D")
     p.add_argument("--config", default=None,
                    help="YAML config (default on an embedded Ray: jobs/configs/local.yaml)")
@@ -48,12 +56,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     lake = Lake(args.lake)
+    demo = not _has_logs(lake)
+    if demo and not (args.demo or (args.lake == DEFAULT_LAKE and "RAY_ADDRESS" not in os.environ)):
+        print(f"[daily] not started: {lake.table_uri('request_logs')} does not exist. Point --lake "
+              "at a lake with request_logs (jobs/generate_logs.py writes synthetic ones), or add "
+              "--demo to generate the small demo world there.", file=sys.stderr)
+        return EXIT_NO_LOGS
     embedded = start_ray(args.num_cpus, verbose=args.verbose)
     config_path = args.config or (LOCAL_CONFIG if embedded else None)
     cfg = load_config(config_path, args.overrides)
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")
 
-    if embedded and not _has_logs(lake):
+    if demo:
         from dnr.data.synth import write_request_logs
         from dnr.data.synth_world import WorldConfig
 

@@ -40,6 +40,21 @@ class CountMismatchError(RuntimeError):
     """Rows read from a data file differ from what its Delta statistics say it holds."""
 
 
+class UnreadableFileError(RuntimeError):
+    """A data file of the window is not readable Parquet (truncated, overwritten, missing)."""
+
+
+def unreadable_files(lake: Lake, files: tuple[str, ...]) -> list[tuple[str, str]]:
+    """(file, reason) for every file whose Parquet footer cannot be read: one small read per file."""
+    fs, broken = lake.filesystem(), []
+    for uri in files:
+        try:
+            pq.read_metadata(lake.fs_path(uri), filesystem=fs)
+        except (OSError, pa.ArrowException) as error:
+            broken.append((uri, str(error).splitlines()[0][:200]))
+    return broken
+
+
 def contract_columns(batch: pa.Table) -> pa.Table:
     """The contract's columns of a read block, in its order (Ray parses ``ds`` from the path)."""
     names = [f.name for f in REQUEST_LOGS.arrow if f.name in batch.column_names]

@@ -18,6 +18,7 @@ The driver holds O(files + blocks + duplicates) of state, never O(requests).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from dataclasses import dataclass, field
 
@@ -157,6 +158,10 @@ class Window:
         A row with several problems counts once in ``rows_quarantined`` and once under each of
         its reasons in ``reasons``.
         """
+        with self._naming_unreadable_files():
+            return self._quarantine(run_id, cfg)
+
+    def _quarantine(self, run_id: str, cfg: DataConfig) -> QuarantineReport:
         duplicate_ids = self.duplicate_ids()
         summaries = self.read(include_paths=True).map_batches(
             scan.scan_block, batch_format="pyarrow", batch_size=None,
@@ -172,6 +177,25 @@ class Window:
             scan.commit_quarantine(self.lake, totals.staged, run_id)
         return QuarantineReport(rows_read=totals.rows_read, rows_quarantined=totals.bad,
                                 reasons=dict(totals.reasons), duplicate_ids=duplicate_ids)
+
+    @contextlib.contextmanager
+    def _naming_unreadable_files(self):
+        """A read that fails (Arrow names no file: "Parquet magic bytes not found in footer") is
+        re-raised as :class:`~dnr.data.scan.UnreadableFileError` naming every file of the window
+        whose Parquet footer cannot be read."""
+        try:
+            yield
+        except (scan.CountMismatchError, validate.SchemaError):
+            raise
+        except Exception as error:  # noqa: BLE001 - re-raised, with the files named when found
+            broken = scan.unreadable_files(self.lake, self.files)
+            if not broken:
+                raise
+            listed = "; ".join(f"{path}: {reason}" for path, reason in broken[:5])
+            raise scan.UnreadableFileError(
+                f"{self.table_uri} at version {self.version}: {len(broken)} data file(s) of the "
+                f"window cannot be read ({listed}). Restore them from the platform's copy or "
+                "re-land their days, then re-run. Nothing was trained.") from error
 
     def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None):
         """The window's valid rows, streaming, in the contract schema (what training consumes)."""

@@ -118,6 +118,15 @@ def test_a_run_overlapping_another_is_refused_with_ex_tempfail(tmp_path):
 
     lake = Lake(str(tmp_path / "lake"))
     with LakeLease(lake, "train_daily/dnr", ttl_s=120, owner="the 02:00 run"):
-        job = _run(["--lake", lake.root, "--num-cpus", "2"], cwd=tmp_path)
+        job = _run(["--lake", lake.root, "--demo", "--num-cpus", "2"], cwd=tmp_path)
     assert job.returncode == 75, job.stdout[-2000:] + job.stderr[-2000:]
     assert "[daily] not started" in job.stderr and "the 02:00 run" in job.stderr
+
+
+def test_an_empty_lake_that_is_not_the_default_is_refused_not_filled(tmp_path):
+    target = tmp_path / "prod-lake"
+    target.mkdir()  # e.g. a mount point whose sync has not run yet
+    job = _run(["--lake", str(target)], cwd=tmp_path)
+    assert job.returncode == 66, job.stdout[-2000:] + job.stderr[-2000:]
+    assert f"{target}/request_logs does not exist" in job.stderr and "--demo" in job.stderr
+    assert list(target.iterdir()) == []  # nothing written

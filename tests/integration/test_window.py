@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 from dnr.config import DataConfig
 from dnr.data.collate import collate
 from dnr.data import validate
-from dnr.data.scan import CountMismatchError
+from dnr.data.scan import CountMismatchError, UnreadableFileError
 from dnr.data.validate import SchemaError
 from dnr.data.window import Window
 from dnr.schemas import QUARANTINE, REQUEST_LOGS
@@ -129,3 +129,13 @@ def test_a_file_changed_after_its_commit_fails_the_scan_naming_it(ray_cluster, l
         window.quarantine("run-c", CFG)
     quarantine_log = Path(local_lake.table_uri("quarantine"), "_delta_log")
     assert not any(quarantine_log.glob("*.json"))  # nothing was committed
+
+
+def test_a_truncated_file_is_named_when_the_scan_cannot_read_it(ray_cluster, local_lake):
+    write_logs(local_lake, make_rows(10, "2026-03-01"))
+    write_logs(local_lake, make_rows(10, "2026-03-02", seed=1))
+    window = Window.open(local_lake, "2026-03-01", "2026-03-02")
+    victim = Path(next(f for f in window.files if "ds=2026-03-01" in f))
+    victim.write_bytes(victim.read_bytes()[: victim.stat().st_size // 2])
+    with pytest.raises(UnreadableFileError, match=rf"1 data file\(s\) .*{victim}: .*footer"):
+        window.quarantine("run-t", CFG)

@@ -151,3 +151,34 @@ def test_record_round_trip_and_bad_arguments(local_lake):
     with pytest.raises(LeaseError, match="not held"):
         lease.renew()
     lease.release()  # not held: nothing to do
+
+
+def _dead_pid() -> int:
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid  # reaped: no process has it (until the kernel reuses it)
+
+
+def _write_live_record(lake: Lake, host: str, pid: int) -> None:
+    now = time.time()
+    record = LeaseRecord(NAME, "killed driver", host, pid, "t0", acquired_at=now, expires_at=now + 1800)
+    path = os.path.join(lake.root, "_leases", NAME + ".json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(record.to_bytes())
+
+
+def test_a_live_lease_of_a_dead_process_on_this_host_is_taken_over_at_once(local_lake):
+    import socket
+
+    _write_live_record(local_lake, socket.gethostname(), _dead_pid())
+    with LakeLease(local_lake, NAME, ttl_s=60, owner="rerun"):
+        assert LakeLease.read(local_lake, NAME).owner == "rerun"
+
+
+def test_a_live_lease_held_on_another_host_keeps_its_ttl(local_lake):
+    _write_live_record(local_lake, "another-host", _dead_pid())
+    with pytest.raises(LeaseHeld, match="killed driver"):
+        LakeLease(local_lake, NAME, ttl_s=60).acquire()
