@@ -221,6 +221,19 @@ def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, r
     return "rejected"
 
 
+def has_report(lake: Lake, candidate: str, ds: str) -> bool:
+    """Whether ``replay_reports`` holds an evaluation of ``candidate`` on day ``ds``."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(lake.table_uri("replay_reports"), storage_options=lake.storage_options())
+    except TableNotFoundError:
+        return False
+    rows = table.to_pyarrow_table(columns=["candidate_version", "ds"]).to_pylist()
+    return {"candidate_version": candidate, "ds": ds} in rows
+
+
 def _append_report_row(lake: Lake, result: ReplayResult, decision: Decision) -> None:
     from deltalake import write_deltalake
 

@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import pyarrow.fs as pafs
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
@@ -341,3 +342,21 @@ def _dense_state(directory: Path) -> dict:
             f"{path}: refused: it holds objects that are not tensors ({str(error).splitlines()[-1][:200]}). "
             "This project writes only tensors there. Do not load it with weights_only=False or "
             "pickle: delete it or restore it from a trusted copy") from None
+
+
+def prune_run_checkpoints(lake: Lake, registered_uri: str) -> list[str]:
+    """Delete the run's other ``checkpoint_*`` directories (earlier periodic ones, and those of
+    interrupted attempts, which Ray Train's ``num_to_keep`` does not see), keeping the registered
+    one; returns what was deleted. Called once the version is in the registry."""
+    fs = lake.filesystem()
+    keep = lake.fs_path(registered_uri).rstrip("/")
+    run_dir = keep.rsplit("/", 1)[0]
+    selector = pafs.FileSelector(run_dir, allow_not_found=True)
+    deleted = []
+    for info in fs.get_file_info(selector):
+        name = info.path.rstrip("/").rsplit("/", 1)[-1]
+        if info.type == pafs.FileType.Directory and name.startswith("checkpoint_") \
+                and info.path.rstrip("/") != keep:
+            fs.delete_dir(info.path)
+            deleted.append(info.path)
+    return deleted

@@ -26,6 +26,7 @@ from dnr.data.window import QuarantineReport, Window, parse_ds
 from dnr.registry import ModelVersion, Registry
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
+from dnr.training import checkpoint as ckpt
 from dnr.training.progress import TrainProgress
 
 C = REQUEST_LOGS.col
@@ -163,6 +164,11 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
     if window is None:
         say(f"[daily] nothing to train for ds={ds}: no partition after "
             f"{parent.window_end if parent else '-'} and before {ds}")
+        if _unevaluated(lake, parent, ds):  # trained for ds; its evaluation failed or never ran
+            say(f"[daily] {parent.version} was trained for ds={ds} but never evaluated on it: replaying")
+            result.status, result.version = "skipped", parent.version
+            result.checkpoint_uri, result.window = parent.checkpoint_uri, (parent.window_start, parent.window_end)
+            _replay(lake, cfg, result, partitions, say, lease)
         return result
     result.window = window
     same = registry.find_equivalent(name, result.parent_version, window[1], table_version)
@@ -246,6 +252,9 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
     phase_started = time.monotonic()
     lease.check()  # never commit if another run took the lake over meanwhile
     version = _register(registry, row)
+    pruned = ckpt.prune_run_checkpoints(lake, checkpoint_uri)
+    if pruned:
+        say(f"[daily] deleted {len(pruned)} earlier checkpoint(s) of run {run_name}; kept {checkpoint_uri}")
     result.phases["register"] = time.monotonic() - phase_started
     result.status, result.version, result.run_name = "trained", version, run_name
     result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
@@ -272,6 +281,17 @@ def check_trained(metrics: dict, kept: int, cfg: JobConfig, run_name: str) -> in
                            f"equal split across {cfg.train.num_workers} workers drops at most "
                            f"{cfg.train.num_workers - 1}). Nothing was registered.")
     return left_out
+
+
+def _unevaluated(lake: Lake, parent: ModelVersion | None, ds: str) -> bool:
+    """``parent`` is a candidate trained for day ``ds`` (its window ends the day before) that
+    has no replay report on ``ds``."""
+    from dnr.evaluation.replay import has_report
+
+    if parent is None or parent.status != "candidate" or not parent.window_end:
+        return False
+    trained_for = (dt.date.fromisoformat(parent.window_end) + dt.timedelta(days=1)).isoformat()
+    return trained_for == ds and not has_report(lake, parent.version, ds)
 
 
 def _replay(lake: Lake, cfg: JobConfig, result: DailyResult, partitions: list[str], say, lease) -> None:
