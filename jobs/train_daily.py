@@ -23,7 +23,8 @@ from dnr.config import describe_config, load_config
 from dnr.lease import LeaseHeld
 from dnr.runtime import start_ray
 from dnr.storage import Lake
-from dnr.training.daily import result_json, run_daily, summary_table
+from dnr.training.daily import run_daily
+from dnr.training.daily_report import result_json, summary_table
 
 LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores

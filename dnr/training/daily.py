@@ -16,7 +16,8 @@ import copy
 import datetime as dt
 import json
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -37,7 +38,8 @@ class DailyResult:
     """What the job prints and returns."""
 
     status: str
-    """trained | skipped (an equivalent version exists) | up_to_date (no new partition)."""
+    """trained | skipped (an equivalent version exists) | up_to_date (no new partition);
+    planned while the run is under way."""
     ds: str
     version: str | None = None
     parent_version: str | None = None
@@ -142,25 +144,60 @@ def ingest_config(cfg: JobConfig):
     return DataConfig(execution_options=options)
 
 
+@dataclass
+class _Day:
+    """What the phases of one daily run share."""
+
+    lake: Lake
+    cfg: JobConfig
+    result: DailyResult
+    parent: ModelVersion | None
+    partitions: list[str]
+    say: Callable[..., None]
+    lease: object
+    run_name: str = ""
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.result.phases = {**(self.result.phases or {}), name: time.monotonic() - started}
+
+
 def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose: bool,
                lease) -> DailyResult:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
-
-    from dnr.training.loop import train_loop_per_worker
-
-    say = print if verbose else (lambda *a, **k: None)
+    """The phases: plan, scan (validate and quarantine), train, register, replay."""
     started = time.monotonic()
+    day = _plan(lake, cfg, ds, force, print if verbose else (lambda *a, **k: None), lease)
+    if day.result.status != "planned":
+        return day.result
+    with day.phase("scan"):
+        data, report, steps = _scan(day)
+    with day.phase("train"):
+        checkpoint_uri, metrics = _train(day, data, report, steps, verbose)
+    with day.phase("register"):
+        _register_version(day, report, checkpoint_uri, metrics)
+    with day.phase("replay"):
+        _replay(lake, cfg, day.result, day.partitions, day.say, lease)
+    day.result.seconds = time.monotonic() - started
+    return day.result
+
+
+def _plan(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, say, lease) -> _Day:
+    """The parent and the window of day ``ds``; a result with a final status when there is
+    nothing to train (up to date, or an equivalent version exists, evaluated here if it never was)."""
     table_version, partitions = table_partitions(lake)
     if not partitions:
         raise ValueError(f"{lake.table_uri('request_logs')} has no partitions")
     ds = parse_ds(ds, "--ds") if ds else partitions[-1]
     registry = Registry(lake)
-    name = cfg.train.model_name
-    parent = registry.parent_for(name)
+    parent = registry.parent_for(cfg.train.model_name)
     window = plan_window(partitions, parent, ds)
     result = DailyResult(status="up_to_date", ds=ds, parent_version=parent and parent.version,
-                         table_version=table_version)
+                         table_version=table_version, window=window)
+    day = _Day(lake, cfg, result, parent, partitions, say, lease)
     if window is None:
         say(f"[daily] nothing to train for ds={ds}: no partition after "
             f"{parent.window_end if parent else '-'} and before {ds}")
@@ -169,28 +206,36 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
             result.status, result.version = "skipped", parent.version
             result.checkpoint_uri, result.window = parent.checkpoint_uri, (parent.window_start, parent.window_end)
             _replay(lake, cfg, result, partitions, say, lease)
-        return result
-    result.window = window
-    same = registry.find_equivalent(name, result.parent_version, window[1], table_version)
+        return day
+    same = registry.find_equivalent(cfg.train.model_name, result.parent_version, window[1], table_version)
     if same is not None and not force:
         say(f"[daily] {same.version} was already trained from parent {result.parent_version} on "
             f"{window[0]}..{window[1]} at table version {table_version}; nothing new (use --force)")
         result.status, result.version, result.checkpoint_uri = "skipped", same.version, same.checkpoint_uri
         if same.status == "candidate":  # trained, but the run stopped before its evaluation
             _replay(lake, cfg, result, partitions, say, lease)
-        return result
+        return day
+    result.status = "planned"
+    name = cfg.train.model_name
+    day.run_name = f"{name}-{ds}" if not force else f"{name}-{ds}-{int(time.time())}"
+    return day
 
-    phase_started = time.monotonic()
-    data = Window.open(lake, *window, version=table_version)
-    run_name = f"{name}-{ds}" if not force else f"{name}-{ds}-{int(time.time())}"
-    say(f"[daily] ds={ds} parent={result.parent_version or '(cold start)'} window={window[0]}..{window[1]} "
-        f"table v{table_version}: {len(data.files)} files, {data.rows_read:,} rows; run {run_name}")
-    report: QuarantineReport = data.quarantine(run_name, cfg.data)
+
+def _scan(day: _Day) -> tuple[Window, QuarantineReport, int]:
+    """Open the window at the pinned version, validate it, quarantine its bad rows; the steps
+    per epoch of what was kept."""
+    result, cfg, say = day.result, day.cfg, day.say
+    (start, end), version = result.window, result.table_version
+    data = Window.open(day.lake, start, end, version=version)
+    say(f"[daily] ds={result.ds} parent={result.parent_version or '(cold start)'} window={start}..{end} "
+        f"table v{version}: {len(data.files)} files, {data.rows_read:,} rows; run {day.run_name}")
+    report = data.quarantine(day.run_name, cfg.data)
     say(f"[daily] validated: {report.rows_kept:,} kept, {report.rows_quarantined:,} quarantined "
         f"{report.reasons or ''}")
     if report.rows_kept == 0:
-        raise ValueError(f"every row of {window[0]}..{window[1]} was quarantined: {report.reasons}")
-    result.phases = {"scan": time.monotonic() - phase_started}
+        raise ValueError(f"every row of {start}..{end} was quarantined: {report.reasons}")
+    result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
+    result.quarantine_reasons = report.reasons
     steps, full = steps_per_epoch(report.rows_kept, cfg), full_steps_per_epoch(report.rows_kept, cfg)
     say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
         f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
@@ -198,22 +243,33 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         result.capped = (f"train.max_steps={cfg.train.max_steps} cut each epoch to {steps} of {full} "
                          f"steps: about {steps / full:.0%} of the window was trained on (a smoke run)")
         say(f"[daily] WARNING {result.capped}")
+    return data, report, steps
 
-    lineage = {"parent_version": result.parent_version, "window_start": window[0],
-               "window_end": window[1], "table_version": table_version,
+
+def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
+           verbose: bool) -> tuple[str, dict]:
+    """Ray Train on the kept rows: (the final checkpoint's URI, the run's numeric metrics)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from dnr.training.loop import train_loop_per_worker
+
+    lake, cfg, result = day.lake, day.cfg, day.result
+    lineage = {"parent_version": result.parent_version, "window_start": result.window[0],
+               "window_end": result.window[1], "table_version": result.table_version,
                "rows_read": report.rows_read, "rows_quarantined": report.rows_quarantined}
     with (TrainProgress(steps * cfg.train.epochs) if verbose else contextlib.nullcontext()) as bar:
-        trainer = TorchTrainer(
+        fit = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
-                "config": config_to_dict(cfg), "lake": lake.root, "run_name": run_name,
-                "parent_checkpoint": parent.checkpoint_uri if parent else None,
+                "config": config_to_dict(cfg), "lake": lake.root, "run_name": day.run_name,
+                "parent_checkpoint": day.parent.checkpoint_uri if day.parent else None,
                 "lineage": lineage, "steps_per_epoch": steps,
                 "progress_board": bar.board if bar else None,
             },
             scaling_config=scaling_config(cfg),
             run_config=RunConfig(
-                name=run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
+                name=day.run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
                 else lake.uri("checkpoints"),
                 storage_filesystem=lake.filesystem() if lake.is_s3 else None,
                 failure_config=FailureConfig(max_failures=cfg.train.max_failures),
@@ -221,51 +277,54 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
             ),
             datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
             dataset_config=ingest_config(cfg),
-        )
-        phase_started = time.monotonic()
-        fit = trainer.fit()
-        result.phases["train"] = time.monotonic() - phase_started
+        ).fit()
     if fit.checkpoint is None:
-        raise RuntimeError(f"run {run_name} finished without a checkpoint: {fit.error}")
-    checkpoint_uri = ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path
+        raise RuntimeError(f"run {day.run_name} finished without a checkpoint: {fit.error}")
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
+    _account(day, metrics, report.rows_kept, steps)
+    return ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path, metrics
+
+
+def _account(day: _Day, metrics: dict, kept: int, steps: int) -> None:
+    """Add what the run's metrics need beside the loop's: the checkpoint time, and the steps cut
+    by ``train.max_steps`` or the requests the workers' equal split left out."""
+    result, cfg = day.result, day.cfg
     result.phases["checkpoint"] = float(metrics.get("time/checkpoint_s", 0.0))
     if result.capped:
-        metrics.update({"train/steps_per_epoch": steps, "train/steps_per_epoch_uncapped": full})
-    else:
-        result.requests_left_out = check_trained(metrics, report.rows_kept, cfg, run_name)
-        metrics["train/requests_left_out"] = result.requests_left_out
-        if result.requests_left_out:
-            say(f"[daily] {result.requests_left_out} of {report.rows_kept:,} kept requests were not "
-                f"trained in each epoch: the equal split across {cfg.train.num_workers} workers "
-                f"leaves out up to {cfg.train.num_workers - 1}")
+        metrics.update({"train/steps_per_epoch": steps,
+                        "train/steps_per_epoch_uncapped": full_steps_per_epoch(kept, cfg)})
+        return
+    result.requests_left_out = check_trained(metrics, kept, cfg, day.run_name)
+    metrics["train/requests_left_out"] = result.requests_left_out
+    if result.requests_left_out:
+        day.say(f"[daily] {result.requests_left_out} of {kept:,} kept requests were not trained in "
+                f"each epoch: the equal split across {cfg.train.num_workers} workers leaves out up "
+                f"to {cfg.train.num_workers - 1}")
 
+
+def _register_version(day: _Day, report: QuarantineReport, checkpoint_uri: str, metrics: dict) -> None:
+    """The ``candidate`` row (only now that the final checkpoint exists), then the run's other
+    checkpoint directories deleted."""
+    result, cfg = day.result, day.cfg
     row = dict(
-        model_name=name, family=cfg.model.family, status="candidate",
+        model_name=cfg.train.model_name, family=cfg.model.family, status="candidate",
         checkpoint_uri=checkpoint_uri, config_json=config_to_json(cfg),
         created_at=dt.datetime.now(dt.timezone.utc), parent_version=result.parent_version,
-        window_start=window[0], window_end=window[1], table_version=table_version,
-        rows_read=report.rows_read, rows_quarantined=report.rows_quarantined,
-        global_step=int(metrics.get("global_step", 0)), run_name=run_name,
-        metrics_json=json.dumps(metrics, sort_keys=True),
+        window_start=result.window[0], window_end=result.window[1],
+        table_version=result.table_version, rows_read=report.rows_read,
+        rows_quarantined=report.rows_quarantined, global_step=int(metrics.get("global_step", 0)),
+        run_name=day.run_name, metrics_json=json.dumps(metrics, sort_keys=True),
     )
-    phase_started = time.monotonic()
-    lease.check()  # never commit if another run took the lake over meanwhile
-    version = _register(registry, row)
-    pruned = ckpt.prune_run_checkpoints(lake, checkpoint_uri)
+    day.lease.check()  # never commit if another run took the lake over meanwhile
+    result.version = _register(Registry(day.lake), row)
+    pruned = ckpt.prune_run_checkpoints(day.lake, checkpoint_uri)
     if pruned:
-        say(f"[daily] deleted {len(pruned)} earlier checkpoint(s) of run {run_name}; kept {checkpoint_uri}")
-    result.phases["register"] = time.monotonic() - phase_started
-    result.status, result.version, result.run_name = "trained", version, run_name
-    result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
-    result.quarantine_reasons = report.reasons
+        day.say(f"[daily] deleted {len(pruned)} earlier checkpoint(s) of run {day.run_name}; "
+                f"kept {checkpoint_uri}")
+    result.status, result.run_name = "trained", day.run_name
     result.global_step, result.metrics = int(metrics.get("global_step", 0)), metrics
-    result.checkpoint_uri, result.tensorboard_uri = checkpoint_uri, lake.uri("tensorboard", run_name)
-    phase_started = time.monotonic()
-    _replay(lake, cfg, result, partitions, say, lease)
-    result.phases["replay"] = time.monotonic() - phase_started
-    result.seconds = time.monotonic() - started
-    return result
+    result.checkpoint_uri = checkpoint_uri
+    result.tensorboard_uri = day.lake.uri("tensorboard", day.run_name)
 
 
 def check_trained(metrics: dict, kept: int, cfg: JobConfig, run_name: str) -> int:
@@ -326,38 +385,3 @@ def _register(registry: Registry, row: dict, attempts: int = 5) -> str:
             attempt += 1
             if attempt == attempts:
                 raise
-
-
-def summary_table(result: DailyResult, lake: Lake) -> str:
-    """The short table printed at the end of the job."""
-    rows = [("status", result.status), ("version", result.version or "-"),
-            ("parent", result.parent_version or "(cold start)"), ("ds (held out)", result.ds)]
-    if result.window:
-        rows.append(("window", f"{result.window[0]} .. {result.window[1]} (table v{result.table_version})"))
-    if result.status == "trained":
-        rows += [("rows read", f"{result.rows_read:,}"),
-                 ("quarantined", f"{result.rows_quarantined:,} {result.quarantine_reasons or ''}"),
-                 ("global step", str(result.global_step))]
-        if result.capped:
-            rows.append(("capped", result.capped))
-        elif result.requests_left_out:
-            rows.append(("left out", f"{result.requests_left_out} request(s) per epoch by the "
-                                     "workers' equal split"))
-        rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
-                 if k.startswith("train/loss")]
-        phases = ", ".join(f"{k} {v:.0f}s" for k, v in (result.phases or {}).items())
-        rows += [("time", f"{result.seconds:.0f}s ({phases})"), ("checkpoint", result.checkpoint_uri),
-                 ("tensorboard", f"tensorboard --logdir {result.tensorboard_uri}")]
-    if result.replay_decision:
-        rows += [("replay decision", f"{result.replay_decision}"
-                  + (f" (registry: {result.registry_action})" if result.registry_action else "")),
-                 ("replay report", f"{result.replay_report_uri}/report.md")]
-    elif result.replay_note:
-        rows.append(("replay", f"skipped: {result.replay_note}"))
-    rows.append(("next", f"when the next day has landed: python jobs/train_daily.py --lake {lake.root}"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
-
-
-def result_json(result: DailyResult) -> str:
-    return json.dumps(asdict(result), sort_keys=True, default=str)
