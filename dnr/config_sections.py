@@ -231,6 +231,10 @@ class TrainConfig:
     worker_resource: str = ""
     """Custom Ray resource each Train worker needs one unit of, to pin training to a node group
     (e.g. the GPU group started with --resources='{"trainer": 4}'); empty = no constraint."""
+    max_window_days: int = 14
+    """Longest window a daily run trains on, in days (partitions): the newest ones are kept and
+    the run says which it skipped. Bounds a cold start on a long history and the days that pile
+    up after production while candidates are rejected. 0: no limit."""
     lease_ttl_s: float = 1800.0
     """Expiry of the run's lease on the lake (renewed every third of it while the run lives)."""
     embedding_sharding: str = "row_wise"
@@ -249,6 +253,8 @@ class TrainConfig:
         _check(self.worker_resource == "" or _RESOURCE.fullmatch(self.worker_resource) is not None,
                "train.worker_resource", self.worker_resource,
                "must be empty or a Ray custom resource name ([A-Za-z0-9_-], not CPU/GPU/memory)")
+        _check(self.max_window_days >= 0, "train.max_window_days", self.max_window_days,
+               "must be >= 0 (0: no limit)")
         _check(self.lease_ttl_s >= 10.0, "train.lease_ttl_s", self.lease_ttl_s,
                "must be >= 10 seconds (far above any clock skew between hosts)")
         _check(self.embedding_sharding in EMBEDDING_SHARDINGS, "train.embedding_sharding",

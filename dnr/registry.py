@@ -33,6 +33,7 @@ import datetime as dt
 import getpass
 import os
 import random
+import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
@@ -82,6 +83,21 @@ class ModelVersion:
 
 
 _FIELDS = frozenset(f.name for f in fields(ModelVersion))
+
+
+#: the replay gate's checks that a sane model can fail (dnr.evaluation.gate); any other failed
+#: check (finite_scores, score_spread, not_tied) means the model itself is broken
+QUALITY_CHECKS = ("requests", "primary", "retriever_floor")
+_GATE_REJECTION = re.compile(r"^rejected by replay report \S+: failed (?P<checks>.+)$")
+
+
+def rejected_on_quality_alone(row: ModelVersion) -> bool:
+    """Rejected by the replay gate, and every check it failed is a quality check."""
+    match = _GATE_REJECTION.match(row.status_reason or "")
+    if row.report_id is None or match is None:
+        return False
+    failed = [c.strip() for c in match["checks"].split(",")]
+    return all(c in QUALITY_CHECKS or c.startswith("guardrail:") for c in failed)
 
 
 class RegistryError(ValueError):
@@ -178,13 +194,24 @@ class Registry:
         return prod[-1] if prod else None
 
     def parent_for(self, model_name: str) -> ModelVersion | None:
-        """The production version, else the newest candidate, else None (cold start)."""
+        """The version the next daily run warm-starts from (README "The daily job"):
+
+        1. the production version (the next window: the days since its window);
+        2. else the newest candidate;
+        3. else the newest version the replay gate rejected on quality alone (its scores were
+           sane: finite, spread, not tied), so that a line with nothing in production keeps
+           learning through rejections instead of starting cold on all the history;
+        4. else None (cold start).
+
+        A version rejected for a sanity check, rejected by a person, rolled back or retired is
+        never a parent."""
         versions = self.versions(model_name)
         for status in ("production", "candidate"):
             matching = [r for r in versions if r.status == status]
             if matching:
                 return matching[-1]
-        return None
+        learned = [r for r in versions if r.status == "rejected" and rejected_on_quality_alone(r)]
+        return learned[-1] if learned else None
 
     def find_equivalent(self, model_name: str, parent_version: str | None, window_end: str,
                         table_version: int) -> ModelVersion | None:

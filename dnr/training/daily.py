@@ -1,8 +1,9 @@
 """The daily incremental run, as the driver sees it (DESIGN.md §6).
 
-For day D: the parent is the production model, else the newest candidate, else none (cold
-start). The window is every partition after the parent's watermark up to D-1, read at the table
-version pinned now. Validation and quarantine run first, then a ``TorchTrainer`` trains the
+For day D: the parent is the production model, else the newest candidate, else the newest
+version rejected on quality alone, else none (cold start; :meth:`Registry.parent_for`). The
+window is every partition after the parent's watermark up to D-1, at most the newest
+``train.max_window_days`` of them, read at the table version pinned now. Validation and quarantine run first, then a ``TorchTrainer`` trains the
 parent's models further on the kept rows, and a ``candidate`` row is registered once the final
 checkpoint is complete. Day D itself is held out: the run ends with its replay evaluation
 against the production model and the retriever order, and the gate's decision is applied to the
@@ -15,6 +16,7 @@ import contextlib
 import copy
 import datetime as dt
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ class DailyResult:
     phases: dict | None = None
     """Wall seconds by phase: scan (open, duplicates, validation, quarantine), train (the fit,
     of which checkpoint: writing them), register, replay."""
+    window_capped: str | None = None
+    """Set when ``train.max_window_days`` cut the oldest days of the window."""
     requests_left_out: int = 0
     """Kept requests not trained in each epoch: the equal split of the stream across W workers
     leaves out up to W - 1 (every rank must run the same number of steps)."""
@@ -87,6 +91,15 @@ def plan_window(partitions: list[str], parent: ModelVersion | None, ds: str) -> 
     after = parent.window_end if parent is not None and parent.window_end else None
     days = [p for p in partitions if p <= end and (after is None or p > after)]
     return (days[0], days[-1]) if days else None
+
+
+def cap_window(partitions: list[str], window: tuple[str, str], max_days: int
+               ) -> tuple[tuple[str, str], list[str]]:
+    """The window cut to its newest ``max_days`` partitions (0: no limit), and the days cut."""
+    days = [p for p in partitions if window[0] <= p <= window[1]]
+    if not max_days or len(days) <= max_days:
+        return window, []
+    return (days[-max_days], days[-1]), days[:-max_days]
 
 
 def full_steps_per_epoch(rows: int, cfg: JobConfig) -> int:
@@ -131,6 +144,35 @@ def scaling_config(cfg: JobConfig):
                          resources_per_worker=resources)
 
 
+def check_schedulable(cfg: JobConfig, say=print) -> None:
+    """Refuse, before anything runs, Train workers that the Ray cannot place (Ray Train would
+    otherwise retry starting them without end), naming the settings and what the Ray has.
+
+    On an embedded or test Ray (fixed resources) it is an error, and one CPU must stay free for
+    Ray Data's reads (a full node makes them hang). On a cluster (``RAY_ADDRESS`` set) an
+    autoscaler may still add nodes: a warning.
+    """
+    import ray
+
+    workers = cfg.train.num_workers
+    per_worker = scaling_config(cfg).resources_per_worker
+    have = ray.cluster_resources()
+    need = {k: v * workers for k, v in per_worker.items()}
+    need["CPU"] = need.get("CPU", 0) + (0 if "RAY_ADDRESS" in os.environ else 1)
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if v > have.get(k, 0) + 1e-9}
+    if not short:
+        return
+    listed = ", ".join(f"{k} {n:g} (the Ray has {h:g})" for k, (n, h) in short.items())
+    message = (f"train.num_workers={workers} x {per_worker} per worker (train.cpus_per_worker, "
+               f"train.use_gpu, train.worker_resource) needs {listed}, one CPU left for Ray Data "
+               "included on a fixed-size Ray")
+    if "RAY_ADDRESS" in os.environ:
+        say(f"[daily] WARNING {message}: waiting for the autoscaler")
+        return
+    raise ValueError(f"{message}. Lower train.num_workers or train.cpus_per_worker, or give the "
+                     "embedded Ray more logical CPUs (--num-cpus).")
+
+
 def ingest_config(cfg: JobConfig):
     """How Ray Train feeds the workers: the training stream split between them, its read-ahead
     capped at ``data.object_store_budget_mb`` of object-store memory."""
@@ -170,7 +212,9 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
                lease) -> DailyResult:
     """The phases: plan, scan (validate and quarantine), train, register, replay."""
     started = time.monotonic()
-    day = _plan(lake, cfg, ds, force, print if verbose else (lambda *a, **k: None), lease)
+    say = print if verbose else (lambda *a, **k: None)
+    check_schedulable(cfg, say)
+    day = _plan(lake, cfg, ds, force, say, lease)
     if day.result.status != "planned":
         return day.result
     with day.phase("scan"):
@@ -196,7 +240,17 @@ def _plan(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, say, lease) -
     parent = registry.parent_for(cfg.train.model_name)
     window = plan_window(partitions, parent, ds)
     result = DailyResult(status="up_to_date", ds=ds, parent_version=parent and parent.version,
-                         table_version=table_version, window=window)
+                         table_version=table_version)
+    if window is not None:
+        window, cut = cap_window(partitions, window, cfg.train.max_window_days)
+        if cut:
+            since = f"the window of {parent.version}" if parent else "the first partition"
+            result.window_capped = (
+                f"train.max_window_days={cfg.train.max_window_days}: training on {window[0]}.."
+                f"{window[1]}; the {len(cut)} older day(s) since {since}, {cut[0]}..{cut[-1]}, "
+                "are skipped and no version will train on them")
+            say(f"[daily] WARNING {result.window_capped}")
+    result.window = window
     day = _Day(lake, cfg, result, parent, partitions, say, lease)
     if window is None:
         say(f"[daily] nothing to train for ds={ds}: no partition after "
@@ -272,7 +326,10 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
                 name=day.run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3
                 else lake.uri("checkpoints"),
                 storage_filesystem=lake.filesystem() if lake.is_s3 else None,
-                failure_config=FailureConfig(max_failures=cfg.train.max_failures),
+                # worker failures: train.max_failures; a worker group that cannot be started
+                # (each try waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) fails the run after 3
+                failure_config=FailureConfig(max_failures=cfg.train.max_failures,
+                                             controller_failure_limit=3),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
             ),
             datasets={"train": data.validated(cfg.data, report.duplicate_ids)},

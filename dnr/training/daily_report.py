@@ -15,6 +15,8 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
             ("parent", result.parent_version or "(cold start)"), ("ds (held out)", result.ds)]
     if result.window:
         rows.append(("window", f"{result.window[0]} .. {result.window[1]} (table v{result.table_version})"))
+    if result.window_capped:
+        rows.append(("window capped", result.window_capped))
     if result.status == "trained":
         rows += [("rows read", f"{result.rows_read:,}"),
                  ("quarantined", f"{result.rows_quarantined:,} {result.quarantine_reasons or ''}"),

@@ -360,3 +360,14 @@ def test_a_candidate_whose_replay_failed_is_evaluated_by_the_re_run(ray_cluster,
     assert again.replay_decision == "promote" and again.registry_action == "promoted"
     reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
     assert [(r["candidate_version"], r["ds"]) for r in reports] == [(trained.version, ds(1))]
+
+
+def test_a_worker_count_the_ray_cannot_place_is_refused_before_anything_runs(ray_cluster, local_lake):
+    from dnr.lease import LakeLease
+
+    add_days(local_lake, 0, 2)
+    cfg = load_config(None, TINY + ["train.num_workers=8"])
+    with pytest.raises(ValueError, match=r"train.num_workers=8 .* needs CPU 9 \(the Ray has 6\).*--num-cpus"):
+        run_daily(local_lake, cfg, verbose=False)
+    assert not Path(local_lake.uri("checkpoints")).exists()  # nothing started
+    assert LakeLease.read(local_lake, "train_daily/dnr").released_at is not None

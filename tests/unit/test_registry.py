@@ -286,3 +286,45 @@ def test_registry_cli_and_promote_job(tmp_path):
     assert prod.returncode == 0 and prod.stdout.splitlines()[0] == "dnr-v0001"
     missing = _run("-m", "dnr.registry", "--lake", lake, "show", "dnr-v0042")
     assert missing.returncode == 1 and "no model version 'dnr-v0042'" in missing.stderr
+
+
+def test_a_window_is_capped_to_its_newest_days():
+    from dnr.training.daily import cap_window
+
+    days = [f"2026-01-{d:02d}" for d in range(1, 11)]
+    assert cap_window(days, ("2026-01-01", "2026-01-09"), 3) == (
+        ("2026-01-07", "2026-01-09"), [f"2026-01-{d:02d}" for d in range(1, 7)])
+    assert cap_window(days, ("2026-01-01", "2026-01-09"), 0) == (("2026-01-01", "2026-01-09"), [])
+    assert cap_window(days, ("2026-01-08", "2026-01-09"), 3) == (("2026-01-08", "2026-01-09"), [])
+
+
+def _gate(*failed: str) -> Decision:
+    from dnr.evaluation.gate import Check
+
+    names = ("requests", "finite_scores", "score_spread", "not_tied", "primary", "guardrail:AUC",
+             "retriever_floor")
+    return Decision(promote=not failed, checks=tuple(Check(n, n not in failed, "") for n in names))
+
+
+def test_two_rejected_days_in_a_row_keep_the_line_learning_on_one_day_windows(tmp_path):
+    """No production: each day warm-starts from the newest version the gate rejected on quality
+    alone, so every window is the one new day; a sanity rejection or a person's is never a parent."""
+    registry = Registry(Lake(str(tmp_path)))
+    days = [f"2026-01-{d:02d}" for d in range(1, 6)]
+    parent = None
+    for n, ds in enumerate(days[2:], start=1):  # days 3, 4, 5: trained, then rejected on quality
+        window = plan_window(days, parent, ds)
+        assert window == ((days[0], days[1]) if parent is None else (days[n], days[n]))
+        registry.register(_version(n, "candidate", parent=parent and parent.version, window=window))
+        if n < 3:
+            apply_decision(registry, registry.get(f"dnr-v{n:04d}"), _gate("primary", "guardrail:AUC"),
+                           report_id=f"r{n}", production=None)
+            parent = registry.parent_for("dnr")
+            assert parent.version == f"dnr-v{n:04d}" and parent.status == "rejected"
+    # a sanity rejection (NaN scores) is not learned from: the quality-rejected v0002 stays the parent
+    apply_decision(registry, registry.get("dnr-v0003"), _gate("finite_scores", "primary"),
+                   report_id="r3", production=None)
+    assert registry.parent_for("dnr").version == "dnr-v0002"
+    registry.register(_version(4, "candidate", parent="dnr-v0002"))
+    registry.reject("dnr-v0004", reason="looks wrong", by="alice")  # a person's rejection
+    assert registry.parent_for("dnr").version == "dnr-v0002"
