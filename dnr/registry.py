@@ -172,10 +172,15 @@ class Registry:
         DeltaTable.create(self.uri, MODEL_REGISTRY.delta, mode="ignore", storage_options=opts)
         return DeltaTable(self.uri, storage_options=opts)
 
-    @staticmethod
-    def _rows(raw: pa.Table) -> list[ModelVersion]:
+    def _rows(self, raw: pa.Table) -> list[ModelVersion]:
+        """The rows as stored, with checkpoint locations resolved against this lake's root."""
         rows = [ModelVersion(**{k: v for k, v in row.items() if k in _FIELDS}) for row in raw.to_pylist()]
+        rows = [replace(r, checkpoint_uri=self.lake.resolve(r.checkpoint_uri)) for r in rows]
         return sorted(rows, key=lambda r: (r.created_at, r.version))
+
+    def _stored(self, rows) -> list[dict]:
+        """Rows as written: checkpoint locations inside the lake relative to its root."""
+        return [asdict(replace(r, checkpoint_uri=self.lake.relative(r.checkpoint_uri))) for r in rows]
 
     def versions(self, model_name: str | None = None) -> list[ModelVersion]:
         """All versions (of one model line), oldest first."""
@@ -412,7 +417,7 @@ class Registry:
         from deltalake import CommitProperties, Transaction, write_deltalake
 
         if change.append:
-            mode, data = "append", pa.Table.from_pylist([asdict(v) for v in change.append],
+            mode, data = "append", pa.Table.from_pylist(self._stored(change.append),
                                                         schema=MODEL_REGISTRY.arrow)
         else:
             mode, data = "overwrite", self._rewrite(raw, change.replace)
@@ -421,11 +426,10 @@ class Registry:
             custom_metadata={"userMetadata": note, COMMIT_ATTEMPT_KEY: attempt})
         write_deltalake(table, data, mode=mode, schema_mode="merge", commit_properties=props)
 
-    @staticmethod
-    def _rewrite(raw: pa.Table, changed: tuple[ModelVersion, ...]) -> pa.Table:
+    def _rewrite(self, raw: pa.Table, changed: tuple[ModelVersion, ...]) -> pa.Table:
         """The whole table with the ``changed`` rows replaced; columns this code does not know
         (written by a newer schema) are kept as they are."""
-        by_version = {v.version: asdict(v) for v in changed}
+        by_version = {v[R.version]: v for v in self._stored(changed)}
         rows = [{**row, **by_version.get(row[R.version], {})} for row in raw.to_pylist()]
         ours = MODEL_REGISTRY.arrow
         extra = [f for f in raw.schema if f.name not in ours.names]

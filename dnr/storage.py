@@ -88,6 +88,19 @@ class Lake:
             kwargs["scheme"] = parsed.scheme or "https"
         return pafs.S3FileSystem(**kwargs)
 
+    def relative(self, uri: str) -> str:
+        """How a location inside the lake is stored in its tables: relative to the root, so a
+        lake copied or synced elsewhere (another directory, S3) stays self-contained. A location
+        outside the lake is kept as it is."""
+        prefix = self.root + "/"
+        return uri[len(prefix):] if uri.startswith(prefix) else uri
+
+    def resolve(self, stored: str) -> str:
+        """The location of a stored path: relative ones are under this lake's root."""
+        if "://" in stored or stored.startswith("/"):
+            return stored
+        return self.uri(stored)
+
     def fs_path(self, uri: str) -> str:
         """Strip the scheme: pyarrow filesystems take ``bucket/key`` for S3."""
         return uri.split("://", 1)[1] if self.is_s3_uri(uri) else uri

@@ -328,3 +328,24 @@ def test_two_rejected_days_in_a_row_keep_the_line_learning_on_one_day_windows(tm
     registry.register(_version(4, "candidate", parent="dnr-v0002"))
     registry.reject("dnr-v0004", reason="looks wrong", by="alice")  # a person's rejection
     assert registry.parent_for("dnr").version == "dnr-v0002"
+
+
+def test_a_copied_lake_resolves_its_checkpoints_in_the_copy(tmp_path):
+    import shutil
+
+    original = Lake(str(tmp_path / "lake"))
+    checkpoint = Path(original.uri("checkpoints", "dnr-2026-01-03", "checkpoint_0"))
+    checkpoint.mkdir(parents=True)
+    registry = Registry(original)
+    registry.register(dataclasses.replace(_version(1, "candidate"), checkpoint_uri=str(checkpoint)))
+    registry.promote("dnr-v0001", reason="test")  # a rewrite keeps the stored form
+    stored = DeltaTable(registry.uri).to_pyarrow_table().column("checkpoint_uri").to_pylist()
+    assert stored == ["checkpoints/dnr-2026-01-03/checkpoint_0"]  # relative to the lake root
+
+    shutil.copytree(original.root, tmp_path / "copy")
+    shutil.rmtree(original.root)
+    copied = Registry(Lake(str(tmp_path / "copy"))).get("dnr-v0001")
+    assert copied.checkpoint_uri == str(tmp_path / "copy" / "checkpoints" / "dnr-2026-01-03" / "checkpoint_0")
+    assert Path(copied.checkpoint_uri).is_dir() and copied.status == "production"
+    # a location outside the lake is kept as it was written
+    assert Registry(Lake(str(tmp_path / "copy"))).lake.resolve("/ckpt/1") == "/ckpt/1"
