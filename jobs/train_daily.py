@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnr.config import describe_config, load_config
 from dnr.lease import LeaseHeld
-from dnr.runtime import start_ray
+from dnr.runtime import exit_process, start_ray
 from dnr.storage import Lake
 from dnr.training.daily import run_daily
 from dnr.training.daily_report import result_json, summary_table
@@ -32,6 +32,8 @@ EMBEDDED_WORLD = dict(days=4, requests_per_day=2_000)
 DEFAULT_LAKE = "./lake"
 #: exit status when the lake has no request_logs and no demo world was asked for (EX_NOINPUT)
 EXIT_NO_LOGS = 66
+#: exit status after Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_INTERRUPTED = 130
 #: exit status when another run holds the lake's lease (EX_TEMPFAIL: try again later)
 EXIT_LEASE_HELD = 75
 
@@ -78,6 +80,13 @@ def main(argv=None) -> int:
 
     try:
         result = run_daily(lake, cfg, ds=args.ds, force=args.force)
+    except KeyboardInterrupt:
+        print("\n[daily] interrupted (Ctrl-C): the lake's lease is released; run the same command "
+              "again to resume (a run stopped in training resumes from its last checkpoint)",
+              file=sys.stderr)
+        # at once: Ray's teardown would wait on the training thread (an embedded Ray's processes
+        # share the driver's fate and end with it)
+        exit_process(EXIT_INTERRUPTED)
     except LeaseHeld as held:
         # an overlapping schedule or a manual re-run: not a failure of this code, but nothing ran
         print(f"[daily] not started: {held}", file=sys.stderr)

@@ -17,6 +17,7 @@ import copy
 import datetime as dt
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -313,7 +314,7 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
                "window_end": result.window[1], "table_version": result.table_version,
                "rows_read": report.rows_read, "rows_quarantined": report.rows_quarantined}
     with (TrainProgress(steps * cfg.train.epochs) if verbose else contextlib.nullcontext()) as bar:
-        fit = TorchTrainer(
+        fit = fit_interruptibly(TorchTrainer(
             train_loop_per_worker,
             train_loop_config={
                 "config": config_to_dict(cfg), "lake": lake.root, "run_name": day.run_name,
@@ -334,12 +335,34 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
             ),
             datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
             dataset_config=ingest_config(cfg),
-        ).fit()
+        ))
     if fit.checkpoint is None:
         raise RuntimeError(f"run {day.run_name} finished without a checkpoint: {fit.error}")
     metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
     _account(day, metrics, report.rows_kept, steps)
     return ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path, metrics
+
+
+def fit_interruptibly(trainer):
+    """``trainer.fit()`` in a helper thread, so that Ctrl-C raises ``KeyboardInterrupt`` here at
+    once: the lease is released on the way out and a re-run resumes the run's checkpoints. (In
+    the main thread, Ray Train's own SIGINT handler asks the controller to abort and waits for
+    it, which a controller stuck starting workers never answers; its third Ctrl-C exits 0.)"""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run, name="ray-train-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 def _account(day: _Day, metrics: dict, kept: int, steps: int) -> None:

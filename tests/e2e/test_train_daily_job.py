@@ -130,3 +130,37 @@ def test_an_empty_lake_that_is_not_the_default_is_refused_not_filled(tmp_path):
     assert job.returncode == 66, job.stdout[-2000:] + job.stderr[-2000:]
     assert f"{target}/request_logs does not exist" in job.stderr and "--demo" in job.stderr
     assert list(target.iterdir()) == []  # nothing written
+
+
+def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
+    import signal
+    import threading
+    import time
+
+    from dnr.lease import LakeLease
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "AWS_"))}
+    job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "train_daily.py"), "--num-cpus", "4",
+                            "train.log_every_steps=1", "gate.enabled=false"],
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, training = [], threading.Event()
+
+    def read():
+        for line in job.stderr:
+            lines.append(line)
+            if line.startswith("[train] step"):
+                training.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    try:
+        assert training.wait(300), "".join(lines)[-3000:]
+        job.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        assert job.wait(60) == 130, "".join(lines)[-3000:]
+        assert time.monotonic() - sent < 60
+    finally:
+        job.kill()
+    assert "[daily] interrupted (Ctrl-C)" in "".join(lines)
+    lease = LakeLease.read(Lake(str(tmp_path / "lake")), "train_daily/dnr")
+    assert lease is not None and lease.released_at is not None
+    assert not Registry(Lake(str(tmp_path / "lake"))).versions()
