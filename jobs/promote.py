@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from dnr.registry import Registry, RegistryError
+from dnr.registry.cli import listing
 from dnr.runtime import exit_process
 from dnr.storage import Lake
 
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
         return 1
     after = registry.production(model)
     print(f"[promote] {model} production after: {after.version if after else '(none)'}\n")
-    print(registry.listing(model))
+    print(listing(registry, model))
     return 0
 
 

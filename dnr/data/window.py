@@ -44,6 +44,16 @@ def parse_ds(value: str, what: str = "ds") -> str:
     return value
 
 
+def table_partitions(lake: Lake) -> tuple[int, list[str]]:
+    """(current version, sorted ds partitions) of request_logs."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options())
+    adds = pa.table(table.get_add_actions(flatten=True))
+    values = adds.column(f"partition.{C.ds}").to_pylist() if adds.num_rows else []
+    return table.version(), sorted(set(values))
+
+
 @dataclass
 class QuarantineReport:
     """Outcome of the validation pass over a window."""

@@ -140,7 +140,7 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
     ``before_commit`` (no arguments) runs just before the registry changes, e.g. the daily
     job's lease check: it raises to stop a run that lost the lake to another one.
     """
-    from dnr.training.daily import table_partitions
+    from dnr.data.window import table_partitions
 
     say = print if verbose else (lambda *a, **k: None)
     started = time.monotonic()

@@ -16,6 +16,7 @@ from deltalake.exceptions import CommitFailedError
 from dnr.registry import (ModelVersion, ProductionChangedError, Registry, RegistryError,
                           VersionExistsError, _Change)
 from dnr.evaluation.gate import Decision
+from dnr.registry.cli import listing, show
 from dnr.evaluation.replay import apply_decision
 from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
@@ -247,13 +248,13 @@ def test_lineage_and_show(tmp_path):
     assert [v.version for v in registry.lineage("dnr-v0003")] == ["dnr-v0003", "dnr-v0002", "dnr-v0001"]
     assert [v.version for v in registry.lineage("dnr-v0004")] == ["dnr-v0004"]
     registry.promote("dnr-v0003", reason="good", report_id="rep-1")
-    text = registry.show("dnr-v0003")
+    text = show(registry, "dnr-v0003")
     for expected in ("status         production", "dnr-v0003 (production) <- dnr-v0002 (candidate) <- "
                      "dnr-v0001 (candidate) <- (cold start)", "2026-01-01 .. 2026-01-02, request_logs "
                      "table version 7", "promoted by replay report rep-1: good", "checkpoint     /ckpt/3"):
         assert expected in text, text
-    assert "dnr-v0000 (not in the registry)" in registry.show("dnr-v0004")
-    lines = registry.listing("dnr").splitlines()
+    assert "dnr-v0000 (not in the registry)" in show(registry, "dnr-v0004")
+    lines = listing(registry, "dnr").splitlines()
     assert lines[0].split()[:3] == ["VERSION", "STATUS", "PARENT"] and len(lines) == 5
     assert lines[3].split()[:2] == ["dnr-v0003", "production"]
 

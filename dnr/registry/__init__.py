@@ -243,18 +243,6 @@ class Registry:
             chain.append(by_version[chain[-1].parent_version])
         return chain
 
-    def show(self, version: str) -> str:
-        """A human-readable block: status, lineage, data, checkpoint, times, config, metrics."""
-        from dnr.registry_cli import describe_version
-
-        return describe_version(self.get(version), self.lineage(version))
-
-    def listing(self, model_name: str | None = None) -> str:
-        """Every version (of one model line) as an aligned text table, oldest first."""
-        from dnr.registry_cli import versions_table
-
-        return versions_table(self.versions(model_name))
-
     # -- write side ----------------------------------------------------------------------------
 
     def register(self, version: ModelVersion, retries: int | None = None) -> ModelVersion:
@@ -434,10 +422,3 @@ class Registry:
         ours = MODEL_REGISTRY.arrow
         extra = [f for f in raw.schema if f.name not in ours.names]
         return pa.Table.from_pylist(rows, schema=pa.schema([*ours, *extra]))
-
-
-if __name__ == "__main__":  # python -m dnr.registry ...: the CLI lives in dnr/registry_cli.py
-    from dnr.registry_cli import main
-    from dnr.runtime import exit_process
-
-    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process

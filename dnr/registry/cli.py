@@ -1,11 +1,10 @@
-"""Read the model registry from a shell, and the text views behind ``Registry.show``/``table``.
+"""Read the model registry from a shell, and its text views (:func:`show`, :func:`listing`).
 
     python -m dnr.registry --lake ./lake list [--model dnr]
     python -m dnr.registry --lake ./lake show dnr-v0003
     python -m dnr.registry --lake s3://bucket/lake production [--model dnr]
 
-(``python -m dnr.registry_cli`` is the same.) Promotion and rollback are a job:
-``jobs/promote.py``.
+Promotion and rollback are a job: ``jobs/promote.py``.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import json
 import sys
 
 from dnr.registry import ModelVersion, Registry
-from dnr.runtime import exit_process
 from dnr.storage import Lake
 
 
@@ -76,6 +74,16 @@ def versions_table(rows: list[ModelVersion]) -> str:
                      for line in [header, *body])
 
 
+def show(registry: Registry, version: str) -> str:
+    """A human-readable block: status, lineage, data, checkpoint, times, config, metrics."""
+    return describe_version(registry.get(version), registry.lineage(version))
+
+
+def listing(registry: Registry, model_name: str | None = None) -> str:
+    """Every version (of one model line) as an aligned text table, oldest first."""
+    return versions_table(registry.versions(model_name))
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m dnr.registry", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,7 +106,7 @@ def main(argv=None) -> int:
         print(versions_table(rows) if rows else f"no model versions in {registry.uri}")
     elif args.command == "show":
         try:
-            print(registry.show(args.version))
+            print(show(registry, args.version))
         except KeyError as exc:
             print(exc.args[0], file=sys.stderr)
             return 1
@@ -107,9 +115,5 @@ def main(argv=None) -> int:
         if row is None:
             print(f"{args.model} has no production version in {registry.uri}", file=sys.stderr)
             return 1
-        print(registry.show(row.version))
+        print(show(registry, row.version))
     return 0
-
-
-if __name__ == "__main__":
-    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process
