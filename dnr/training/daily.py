@@ -30,7 +30,6 @@ from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_
 from dnr.training.progress import TrainProgress
 
 
-
 @dataclass
 class DailyResult:
     """What the job prints and returns."""
