@@ -159,7 +159,6 @@ def run_size(days: int, per_day: int, workdir: Path, overrides: list[str]) -> di
         "phases_s": {k: round(v, 1) for k, v in phases.items()},
         "startup_and_other_s": round(wall - sum(phases.values()), 1),
         "train_requests_per_s": round(requests / phases["train"], 1),
-        "train_requests_per_s_last_interval": round(metrics.get("train/requests_per_s", 0.0), 1),
         "scan_requests_per_s": round(result["rows_read"] / phases["scan"], 1),
         "replay_decision": result["replay_decision"],
         "memory_peaks": sampler.by_role(),

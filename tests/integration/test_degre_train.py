@@ -4,16 +4,19 @@ checkpoint round trip in tests/unit/test_degre.py, without Ray.)"""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
 
 from dnr.config import load_config
+from dnr.data.scan import UnreadableFileError
 from dnr.registry import Registry
 from dnr.training import checkpoint as ckpt
 from dnr.training.daily import run_daily, steps_per_epoch
-from tests.integration.test_train import LENIENT_GATE, TINY, add_days, ds
+from tests.integration.test_train import LENIENT_GATE, TINY, _day_files, add_days, ds
 
 pytestmark = pytest.mark.integration
 
@@ -21,20 +24,29 @@ DEGRE = ["model.family=degre", "train.model_name=degre", "degre.list_len=4", "de
          "degre.evaluator_d_model=16", "degre.evaluator_heads=2"]
 
 
-def test_degre_daily_run_trains_registers_and_replays(ray_cluster, local_lake):
+def test_degre_daily_run_trains_registers_and_a_failed_replay_is_retried_by_the_re_run(ray_cluster, local_lake):
     add_days(local_lake, 0, 1, rows=255)  # an odd window (511) over 2 workers
     add_days(local_lake, 1, 2)
     cfg = load_config(None, TINY + LENIENT_GATE + DEGRE)
-
-    first = run_daily(local_lake, cfg, verbose=False)
-    assert first.status == "trained" and first.window == (ds(0), ds(1))
-    assert first.global_step == steps_per_epoch(511, cfg)
+    held_out = sorted(_day_files(local_lake, 2))
+    for path in held_out:  # the held-out day's file is unavailable during the first replay
+        os.rename(path, path + ".away")
+    with pytest.raises(UnreadableFileError, match=held_out[0]):
+        run_daily(local_lake, cfg, verbose=False)
+    [row] = Registry(local_lake).versions("degre")
+    assert row.status == "candidate" and row.family == "degre"
+    metrics = json.loads(row.metrics_json)
+    assert row.global_step == steps_per_epoch(511, cfg)
     # the equal split trains 255 per worker: the one request left out is counted, not lost silently
-    assert first.metrics["train/requests_epoch"] == 510 and first.requests_left_out == 1
-    assert first.metrics["train/requests_left_out"] == 1
+    assert metrics["train/requests_epoch"] == 510 and metrics["train/requests_left_out"] == 1
+
+    # the file is back: the re-run has nothing to train, and evaluates the unevaluated candidate
+    for path in held_out:
+        os.rename(path + ".away", path)
+    first = run_daily(local_lake, cfg, verbose=False)
+    assert (first.status, first.version) == ("skipped", row.version)
     assert first.replay_decision is not None  # the generator's lists went through the same replay
-    row = Registry(local_lake).versions("degre")[0]
-    assert row.family == "degre" and row.version == first.version
+    assert first.window == (ds(0), ds(1))
 
     loaded = ckpt.load(first.checkpoint_uri)
     # both models with item tables are sharded: each has its fused table-optimizer state too
@@ -47,7 +59,7 @@ def test_degre_daily_run_trains_registers_and_replays(ray_cluster, local_lake):
     reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
     assert [(r["ds"], r["candidate_version"]) for r in reports] == [(ds(2), first.version)]
 
-    events = list(Path(local_lake.uri("tensorboard", first.run_name)).glob("events.out.tfevents.*"))
+    events = list(Path(local_lake.uri("tensorboard", row.run_name)).glob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     tags = EventAccumulator(str(events[0].parent)).Reload().Tags()

@@ -246,7 +246,8 @@ def test_killed_workers_resume_from_checkpoints_on_the_same_and_on_another_worke
     assert 1024 <= progress.requests_seen < 1024 + 3 * batch
     assert progress.global_step > steps_per_epoch(1024, on[2])  # the steps of every attempt
     # the interrupted attempts' checkpoints are gone once the version is registered
-    assert list(Path(result.checkpoint_uri).parent.glob("checkpoint_*")) == [Path(result.checkpoint_uri)]
+    assert [p for p in Path(result.checkpoint_uri).parent.glob("checkpoint_*") if p.is_dir()] == [
+        Path(result.checkpoint_uri)]
 
 
 def _day_files(lake: Lake, d: int) -> set[str]:
@@ -338,28 +339,6 @@ def test_daily_run_on_gpu_with_bf16(ray_cluster, local_lake):
     result = run_daily(local_lake, cfg, verbose=False)
     assert result.status == "trained" and result.global_step == steps_per_epoch(256, cfg)
     assert all(np.isfinite(v) for k, v in result.metrics.items() if k.startswith("train/loss"))
-
-
-def test_a_candidate_whose_replay_failed_is_evaluated_by_the_re_run(ray_cluster, local_lake):
-    from dnr.data.scan import UnreadableFileError
-
-    add_days(local_lake, 0, 2)  # trains on day 0, holds day 1 out
-    cfg = load_config(None, TINY + LENIENT_GATE + ["train.num_workers=1", "train.max_steps=2"])
-    held_out = sorted(_day_files(local_lake, 1))
-    for path in held_out:  # the held-out day's file is unavailable during the replay
-        os.rename(path, path + ".away")
-    with pytest.raises(UnreadableFileError, match=held_out[0]):
-        run_daily(local_lake, cfg, verbose=False)
-    [trained] = Registry(local_lake).versions()
-    assert trained.status == "candidate"
-
-    for path in held_out:
-        os.rename(path + ".away", path)
-    again = run_daily(local_lake, cfg, verbose=False)
-    assert (again.status, again.version) == ("skipped", trained.version)
-    assert again.replay_decision == "promote" and again.registry_action == "promoted"
-    reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
-    assert [(r["candidate_version"], r["ds"]) for r in reports] == [(trained.version, ds(1))]
 
 
 def test_a_worker_count_the_ray_cannot_place_is_refused_before_anything_runs(ray_cluster, local_lake):
