@@ -15,6 +15,7 @@ def _rank0(board, steps: int) -> None:
     progress = WorkerProgress(total_steps=steps, board=board)
     for step in range(1, steps + 1):
         progress.show(step, 100 + step, 0, {"train/loss_z": 0.5 / step, "train/lr": 1e-3}, 250.0)
+    ray.get(board.read.remote())  # calls from one caller run in order: every post has landed
 
 
 def test_the_driver_draws_what_rank_0_posts(ray_cluster):
