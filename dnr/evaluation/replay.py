@@ -246,7 +246,7 @@ def _append_report_row(lake: Lake, result: ReplayResult, decision: Decision) -> 
         "requests_evaluated": result.requests_evaluated, "rows_quarantined": result.rows_quarantined,
         "metrics_json": json.dumps(metrics, sort_keys=True, allow_nan=True),
         "decision": decision.label, "reasons": json.dumps(decision.reasons),
-        "report_uri": result.report_uri,
+        "report_uri": lake.relative(result.report_uri),  # relative to the lake root: a lake moves
     }
     write_deltalake(lake.table_uri("replay_reports"), pa.Table.from_pylist([row], REPLAY_REPORTS.arrow),
                     mode="append", storage_options=lake.storage_options())

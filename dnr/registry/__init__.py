@@ -33,87 +33,24 @@ import datetime as dt
 import getpass
 import os
 import random
-import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import pyarrow as pa
 
+from dnr.registry.versions import (_FIELDS, QUALITY_CHECKS, STATUSES,  # noqa: F401 - re-exported
+                                   ModelVersion, ProductionChangedError, RegistryCommitError,
+                                   RegistryError, VersionExistsError, rejected_on_quality_alone)
 from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
 
 R = MODEL_REGISTRY.col
-STATUSES = ("candidate", "production", "retired", "rejected")
 #: app id of the Delta ``txn`` action every registry commit carries (see the module docstring)
 APP_ID = "dnr.model_registry"
 #: commitInfo key holding how many conflicting attempts preceded a registry commit (0: none)
 COMMIT_ATTEMPT_KEY = "dnrRegistryAttempt"
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """One registry row (columns documented in schemas/model_registry.json)."""
-
-    version: str
-    model_name: str
-    family: str
-    status: str
-    checkpoint_uri: str
-    config_json: str
-    created_at: dt.datetime
-    parent_version: str | None = None
-    window_start: str | None = None
-    window_end: str | None = None
-    table_version: int | None = None
-    rows_read: int | None = None
-    rows_quarantined: int | None = None
-    global_step: int | None = None
-    run_name: str | None = None
-    metrics_json: str | None = None
-    promoted_at: dt.datetime | None = None
-    retired_at: dt.datetime | None = None
-    status_reason: str | None = None
-    report_id: str | None = None
-
-    def __post_init__(self):
-        if self.status not in STATUSES:
-            raise ValueError(f"model version {self.version}: status {self.status!r} not in {STATUSES}")
-
-
-_FIELDS = frozenset(f.name for f in fields(ModelVersion))
-
-
-#: the replay gate's checks that a sane model can fail (dnr.evaluation.gate); any other failed
-#: check (finite_scores, score_spread, not_tied) means the model itself is broken
-QUALITY_CHECKS = ("requests", "primary", "retriever_floor")
-_GATE_REJECTION = re.compile(r"^rejected by replay report \S+: failed (?P<checks>.+)$")
-
-
-def rejected_on_quality_alone(row: ModelVersion) -> bool:
-    """Rejected by the replay gate, and every check it failed is a quality check."""
-    match = _GATE_REJECTION.match(row.status_reason or "")
-    if row.report_id is None or match is None:
-        return False
-    failed = [c.strip() for c in match["checks"].split(",")]
-    return all(c in QUALITY_CHECKS or c.startswith("guardrail:") for c in failed)
-
-
-class RegistryError(ValueError):
-    """A lifecycle change the registry refuses; the message names the version and why."""
-
-
-class VersionExistsError(RegistryError):
-    """``register`` of a version number that is taken: pick ``next_version`` and register again."""
-
-
-class ProductionChangedError(RegistryError):
-    """``promote(..., expected_production=X)`` found another production than X."""
-
-    def __init__(self, message: str, expected: str | None, current: str | None):
-        super().__init__(message)
-        self.expected, self.current = expected, current
 
 
 ANY = object()
@@ -393,7 +330,11 @@ class Registry:
                 return change
             except Exception as exc:  # noqa: BLE001 - re-raised unless a commit conflict
                 if not _commit_conflict(exc):
-                    raise
+                    raise RegistryCommitError(
+                        f"{what}: the commit to {self.uri} (from its version {table.version()}) "
+                        f"failed: {exc}. Check that the lake is writable and reachable (disk "
+                        "space, permissions, credentials), look at `python -m dnr.registry list` "
+                        "to see whether the change landed, then run again.") from exc
                 if attempt == retries:
                     raise RegistryError(f"{what}: still conflicting with concurrent registry commits "
                                         f"after {retries + 1} attempts: {exc}") from exc

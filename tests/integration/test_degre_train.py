@@ -58,6 +58,8 @@ def test_degre_daily_run_trains_registers_and_a_failed_replay_is_retried_by_the_
     assert served.decode_len == 4  # the served generator decodes K = 4
     reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
     assert [(r["ds"], r["candidate_version"]) for r in reports] == [(ds(2), first.version)]
+    stored = reports[0]["report_uri"]  # relative to the lake root, so a copied lake finds its reports
+    assert not stored.startswith(("/", local_lake.root)) and Path(local_lake.resolve(stored), "report.md").is_file()
 
     events = list(Path(local_lake.uri("tensorboard", row.run_name)).glob("events.out.tfevents.*"))
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -350,3 +350,31 @@ def test_a_copied_lake_resolves_its_checkpoints_in_the_copy(tmp_path):
     assert Path(copied.checkpoint_uri).is_dir() and copied.status == "production"
     # a location outside the lake is kept as it was written
     assert Registry(Lake(str(tmp_path / "copy"))).lake.resolve("/ckpt/1") == "/ckpt/1"
+
+
+FAILING_COMMIT = """
+import dataclasses, resource, signal, sys
+sys.path.insert(0, {tests!r})
+from test_registry import _version
+from dnr.registry import Registry, RegistryCommitError
+from dnr.storage import Lake
+
+registry = Registry(Lake({root!r}))
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.RLIM_INFINITY))  # no file may grow: a full disk
+try:
+    registry.register(_version(2, "candidate"))
+except RegistryCommitError as error:
+    print(error, flush=True)
+"""
+
+
+def test_a_failed_registry_commit_names_the_table_and_the_change(tmp_path):
+    lake = Lake(str(tmp_path / "lake"))
+    Registry(lake).register(_version(1, "candidate"))
+    script = FAILING_COMMIT.format(tests=str(Path(__file__).parent), root=lake.root)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    message = done.stdout
+    assert f"register dnr-v0002: the commit to {lake.table_uri('model_registry')}" in message, done.stderr
+    assert "File too large" in message and "python -m dnr.registry list" in message
+    assert [v.version for v in Registry(lake).versions()] == ["dnr-v0001"]  # nothing landed
