@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dnr.data import delta_files
 from dnr.data.interactions import FORMATS, Interactions
 from dnr.data.public_retriever import Timeline, fit_platt, retrieve, squash, train_retriever
 from dnr.schemas import REQUEST_LOGS
@@ -276,13 +277,15 @@ def write_request_logs(table: pa.Table, lake: Lake, mode: str = "error") -> int:
 
     ``mode="error"`` refuses an existing non-empty table; ``"overwrite"`` replaces it (schema too).
     """
-    from deltalake import DeltaTable, write_deltalake
+    from deltalake import DeltaTable
 
     exists = ensure_writable(lake, mode)
-    uri, opts = lake.table_uri("request_logs"), lake.storage_options()
-    write_deltalake(uri, table, partition_by=[RL.ds], mode="overwrite" if exists else "error",
-                    schema_mode="overwrite" if exists else None, storage_options=opts)
-    return DeltaTable(uri, storage_options=opts).version()
+    # one Parquet file per day, page checksums on (dnr.data.delta_files), in one commit
+    written = delta_files.write_files(table.cast(REQUEST_LOGS.arrow), lake.root, "request_logs", RL.ds)
+    delta_files.commit_files(lake, "request_logs", REQUEST_LOGS, written.to_pylist(), partition_by=RL.ds,
+                             mode="overwrite" if exists else "append",
+                             metadata={"written_by": "dnr.data.public"})
+    return DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options()).version()
 
 
 def _date(unix_s: int) -> str:

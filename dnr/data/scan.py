@@ -13,9 +13,7 @@ driver received are committed; a retried task's first file is never referenced b
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dnr.data import validate
+from dnr.data import delta_files, validate
 from dnr.schemas import QUARANTINE, REQUEST_LOGS
 from dnr.storage import Lake
 
@@ -45,14 +43,23 @@ class UnreadableFileError(RuntimeError):
 
 
 def unreadable_files(lake: Lake, files: tuple[str, ...]) -> list[tuple[str, str]]:
-    """(file, reason) for every file whose Parquet footer cannot be read: one small read per file."""
-    fs, broken = lake.filesystem(), []
-    for uri in files:
-        try:
-            pq.read_metadata(lake.fs_path(uri), filesystem=fs)
-        except (OSError, pa.ArrowException) as error:
-            broken.append((uri, str(error).splitlines()[0][:200]))
-    return broken
+    """(file, reason) for every file of ``files`` that cannot be read. Footers first (one small
+    read per file: truncated, overwritten, missing); when every footer reads, each file whole,
+    one at a time, with its page checksums verified (bytes changed inside a page)."""
+    fs = lake.filesystem()
+
+    def failures(read) -> list[tuple[str, str]]:
+        broken = []
+        for uri in files:
+            try:
+                read(lake.fs_path(uri))
+            except (OSError, pa.ArrowException) as error:
+                broken.append((uri, str(error).splitlines()[0][:200]))
+        return broken
+
+    return (failures(lambda path: pq.read_metadata(path, filesystem=fs))
+            or failures(lambda path: pq.read_table(path, filesystem=fs, partitioning=None,
+                                                   page_checksum_verification=True)))
 
 
 def contract_columns(batch: pa.Table) -> pa.Table:
@@ -69,7 +76,7 @@ def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids
     _, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)
     staged, staged_bytes = None, 0
     if bad.num_rows:
-        staged, staged_bytes = _stage(Lake(lake_root), validate.quarantine_rows(
+        staged, staged_bytes = _stage(lake_root, validate.quarantine_rows(
             bad, reasons, source_table, source_version, run_id))
     counted = Counter(r for joined in reasons for r in joined.split(";"))
     return pa.table({
@@ -79,15 +86,10 @@ def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids
     }, schema=SUMMARY)
 
 
-def _stage(lake: Lake, rows: pa.Table) -> tuple[str, int]:
+def _stage(lake_root: str, rows: pa.Table) -> tuple[str, int]:
     """Write quarantine rows as a new Parquet file in the table's directory: (name, bytes)."""
-    fs = lake.filesystem()
-    directory = lake.fs_path(lake.table_uri("quarantine"))
-    fs.create_dir(directory, recursive=True)
-    name = f"part-{uuid.uuid4().hex}.snappy.parquet"
-    path = f"{directory}/{name}"
-    pq.write_table(rows, path, filesystem=fs, compression="snappy", write_page_checksum=True)
-    return name, fs.get_file_info(path).size
+    written = delta_files.write_files(rows, lake_root, "quarantine").to_pylist()[0]
+    return written["path"], written["size"]
 
 
 @dataclass
@@ -129,21 +131,6 @@ class ScanTotals:
 
 def commit_quarantine(lake: Lake, staged: list[tuple[str, int, int]], run_id: str) -> None:
     """Add the staged files to ``quarantine`` in one Delta commit (creating the table if needed)."""
-    from deltalake import CommitProperties, DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-    from deltalake.transaction import AddAction, create_table_with_add_actions
-
-    now_ms = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
-    adds = [AddAction(path=name, size=size, partition_values={}, modification_time=now_ms,
-                      data_change=True, stats=json.dumps({"numRecords": rows}))
-            for name, size, rows in staged]
-    uri, options = lake.table_uri("quarantine"), lake.storage_options()
-    props = CommitProperties(custom_metadata={"run_id": run_id, "written_by": "dnr.data.scan"})
-    try:
-        table = DeltaTable(uri, storage_options=options)
-    except TableNotFoundError:
-        create_table_with_add_actions(uri, QUARANTINE.delta, adds, mode="append",
-                                      storage_options=options, commit_properties=props)
-        return
-    table.create_write_transaction(adds, mode="append", schema=QUARANTINE.delta,
-                                   commit_properties=props)
+    written = [{"path": name, "size": size, "rows": rows, "partition": None} for name, size, rows in staged]
+    delta_files.commit_files(lake, "quarantine", QUARANTINE, written,
+                             metadata={"run_id": run_id, "written_by": "dnr.data.scan"})

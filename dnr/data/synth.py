@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from dnr.data import delta_files
 from dnr.data.hashing import splitmix64
 from dnr.data.synth_world import (
     ItemFeatures,
@@ -281,13 +282,12 @@ def write_request_logs(
     """Generate ``days`` days of ``requests_per_day`` requests from ``start`` (default: the day
     after the table's last day) and write them to ``lake``'s ``request_logs``, partitioned by ds.
 
-    Runs on the current Ray (the caller initialises it). New days are appended by distributed
-    Parquet writers with one Delta commit (the first write creates the table). A day already in
-    the table raises :class:`DaysExistError` unless ``overwrite_days``, which replaces those
-    partitions with one predicate-overwrite commit; that path streams the rows through the
-    driver (bounded memory, single writer), fine for re-running a day, not for backfilling a
-    billion rows. Check and commit are not one transaction: two generators must not write the
-    same table at once. ``requests_per_block`` is the Ray block (≈ Parquet file) size,
+    Runs on the current Ray (the caller initialises it). The tasks that generate the rows write
+    them as Parquet files with page checksums (:mod:`dnr.data.delta_files`); the driver adds
+    the files in one Delta commit (the first write creates the table). A day already in the
+    table raises :class:`DaysExistError` unless ``overwrite_days``, which replaces those
+    partitions in that same one commit. Check and commit are not one transaction: two
+    generators must not write the same table at once. ``requests_per_block`` is the Ray block (≈ Parquet file) size,
     ``batch_size`` the requests per :func:`make_requests` call (30-100 KB of memory each).
     """
     import ray
@@ -311,13 +311,15 @@ def write_request_logs(
         batch_format="numpy",
         fn_kwargs={"config": config, "start": start, "requests_per_day": requests_per_day},
     )
-    uri, opts = lake.table_uri("request_logs"), lake.storage_options()
-    if clash:
-        _overwrite_days(dataset, uri, opts, day_names)
-    else:
-        dataset.write_delta(uri, partition_by=[PARTITION_COLUMN], mode="append", storage_options=opts,
-                            schema_mode="error")  # fmt: skip
-    return _summarise(uri, opts, day_names, tuple(clash))
+    files = dataset.map_batches(_write_block, batch_format="pyarrow", batch_size=None,
+                                fn_kwargs={"lake_root": lake.root})
+    written = [row for block in files.iter_batches(batch_size=None, batch_format="pyarrow")
+               for row in block.to_pylist()]  # one row per file written, never a request
+    delta_files.commit_files(lake, "request_logs", RL, written, partition_by=PARTITION_COLUMN,
+                             mode="overwrite" if clash else "append",
+                             replace_partitions=day_names if clash else None,
+                             metadata={"written_by": "dnr.data.synth"})
+    return _summarise(lake.table_uri("request_logs"), lake.storage_options(), day_names, tuple(clash))
 
 
 def _generate_batch(batch: dict[str, np.ndarray], *, config: WorldConfig, start: dt.date,
@@ -332,21 +334,10 @@ def _generate_batch(batch: dict[str, np.ndarray], *, config: WorldConfig, start:
     return pa.concat_tables(tables) if tables else RL.empty_table()
 
 
-def _overwrite_days(dataset, uri: str, opts: dict[str, str], day_names: list[str]) -> None:
-    """Replace the partitions of ``day_names`` with ``dataset`` in one Delta commit."""
-    from deltalake import write_deltalake
-
-    blocks = dataset.iter_batches(batch_format="pyarrow", batch_size=None)  # streamed, not collected
-    batches = (batch for block in blocks for batch in block.cast(RL.arrow).to_batches())
-    days_sql = ", ".join(f"'{d}'" for d in day_names)  # ISO dates from date.isoformat(): no quoting issues
-    write_deltalake(
-        uri,
-        pa.RecordBatchReader.from_batches(RL.arrow, batches),
-        mode="overwrite",
-        predicate=f"{PARTITION_COLUMN} IN ({days_sql})",
-        partition_by=[PARTITION_COLUMN],
-        storage_options=opts,
-    )
+def _write_block(block: pa.Table, lake_root: str) -> pa.Table:
+    """Ray ``map_batches`` function: a block of generated rows -> one checksummed Parquet file
+    per day in ``request_logs``'s directory (committed by the driver)."""
+    return delta_files.write_files(block.cast(RL.arrow), lake_root, "request_logs", PARTITION_COLUMN)
 
 
 def _summarise(

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from dnr.config import DataConfig
-from dnr.data import scan, validate
+from dnr.data import delta_files, scan, validate
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 
@@ -130,6 +130,7 @@ class Window:
             [self.lake.fs_path(f) for f in self.files],
             filesystem=self.lake.filesystem(),
             include_paths=include_paths,
+            fragment_scan_options=delta_files.verified_scan_options(),  # page checksums, where written
         )
         # projection is pushed down into the Parquet read by Ray Data's optimizer
         return ds.select_columns(columns) if columns else ds
@@ -190,9 +191,10 @@ class Window:
 
     @contextlib.contextmanager
     def _naming_unreadable_files(self):
-        """A read that fails (Arrow names no file: "Parquet magic bytes not found in footer") is
-        re-raised as :class:`~dnr.data.scan.UnreadableFileError` naming every file of the window
-        whose Parquet footer cannot be read."""
+        """A read that fails (Arrow names no file: "Parquet magic bytes not found in footer",
+        "CRC checksum verification failed") is re-raised as
+        :class:`~dnr.data.scan.UnreadableFileError` naming every file of the window that cannot
+        be read (:func:`~dnr.data.scan.unreadable_files`)."""
         try:
             yield
         except (scan.CountMismatchError, validate.SchemaError):

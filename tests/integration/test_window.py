@@ -130,6 +130,31 @@ def test_a_file_changed_after_its_commit_fails_the_scan_naming_it(ray_cluster, l
     assert not any(quarantine_log.glob("*.json"))  # nothing was committed
 
 
+def test_bytes_changed_inside_a_page_of_a_generated_file_are_caught_and_the_file_named(ray_cluster, local_lake):
+    import datetime as dt
+
+    import pyarrow.parquet as pq
+
+    from dnr.data.synth import write_request_logs
+    from dnr.data.synth_world import WorldConfig
+
+    write_request_logs(local_lake, WorldConfig(seed=3, num_users=500, num_items=2_000),
+                       start=dt.date(2026, 3, 1), days=2, requests_per_day=200)
+    window = Window.open(local_lake, "2026-03-01", "2026-03-02")
+    victim = Path(window.files[0])
+    meta = pq.read_metadata(victim)
+    group = meta.row_group(0)
+    chunk = next(group.column(i) for i in range(group.num_columns)
+                 if group.column(i).path_in_schema.startswith(C.candidate_item_ids))
+    data = bytearray(victim.read_bytes())
+    middle = chunk.data_page_offset + chunk.total_compressed_size // 2
+    data[middle:middle + 8] = bytes(b ^ 0x5A for b in data[middle:middle + 8])  # silent bit rot
+    victim.write_bytes(bytes(data))
+    assert pq.read_metadata(victim).num_rows == meta.num_rows  # the footer still reads
+    with pytest.raises(UnreadableFileError, match=rf"1 data file\(s\) .*{victim}: .*CRC checksum"):
+        window.quarantine("run-crc", CFG)
+
+
 def test_a_truncated_file_is_named_when_the_scan_cannot_read_it(ray_cluster, local_lake):
     write_logs(local_lake, make_rows(10, "2026-03-01"))
     write_logs(local_lake, make_rows(10, "2026-03-02", seed=1))
