@@ -3,13 +3,16 @@
     python -m dnr.registry --lake ./lake list [--model dnr]
     python -m dnr.registry --lake ./lake show dnr-v0003
     python -m dnr.registry --lake s3://bucket/lake production [--model dnr]
+    python -m dnr.registry --lake ./lake list --json     # JSON lines, for scripts
 
-Promotion and rollback are a job: ``jobs/promote.py``.
+A script that needs the registry should read it through ``--json`` (this process exits cleanly:
+see :func:`dnr.runtime.exit_process`) or end with ``exit_process``. Promotion and rollback are a job: ``jobs/promote.py``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -95,7 +98,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     show.add_argument("version")
     prod = sub.add_parser("production", help="the production version of a model line")
     prod.add_argument("--model", default="dnr", help="model line (default: dnr)")
+    for command in (listing, show, prod):
+        command.add_argument("--json", action="store_true",
+                             help="the registry rows as JSON lines, one per version, for scripts")
     return p.parse_args(argv)
+
+
+def json_lines(rows: list[ModelVersion]) -> str:
+    """One JSON object per version (every registry column; times in ISO 8601, UTC)."""
+    return "\n".join(json.dumps(dataclasses.asdict(r), default=lambda t: t.isoformat(), sort_keys=True)
+                     for r in rows)
 
 
 def main(argv=None) -> int:
@@ -103,10 +115,14 @@ def main(argv=None) -> int:
     registry = Registry(Lake(args.lake))
     if args.command == "list":
         rows = registry.versions(args.model)
-        print(versions_table(rows) if rows else f"no model versions in {registry.uri}")
+        if args.json:
+            if rows:
+                print(json_lines(rows))
+        else:
+            print(versions_table(rows) if rows else f"no model versions in {registry.uri}")
     elif args.command == "show":
         try:
-            print(show(registry, args.version))
+            print(json_lines([registry.get(args.version)]) if args.json else show(registry, args.version))
         except KeyError as exc:
             print(exc.args[0], file=sys.stderr)
             return 1
@@ -115,5 +131,5 @@ def main(argv=None) -> int:
         if row is None:
             print(f"{args.model} has no production version in {registry.uri}", file=sys.stderr)
             return 1
-        print(show(registry, row.version))
+        print(json_lines([row]) if args.json else show(registry, row.version))
     return 0

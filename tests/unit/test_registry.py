@@ -3,6 +3,7 @@ lifecycle, schema evolution, conflict-checked commits, the CLIs; and the daily w
 
 import dataclasses
 import datetime as dt
+import json
 import subprocess
 import sys
 import threading
@@ -287,6 +288,11 @@ def test_registry_cli_and_promote_job(tmp_path):
     assert prod.returncode == 0 and prod.stdout.splitlines()[0] == "dnr-v0001"
     missing = _run("-m", "dnr.registry", "--lake", lake, "show", "dnr-v0042")
     assert missing.returncode == 1 and "no model version 'dnr-v0042'" in missing.stderr
+    rows = _run("-m", "dnr.registry", "--lake", lake, "list", "--json")
+    assert rows.returncode == 0, rows.stderr  # for scripts: JSON lines, and a clean exit
+    parsed = [json.loads(line) for line in rows.stdout.splitlines()]
+    assert [(r["version"], r["status"]) for r in parsed] == [("dnr-v0001", "production"), ("dnr-v0002", "rejected")]
+    assert dt.datetime.fromisoformat(parsed[0]["promoted_at"]).tzinfo is not None
 
 
 def test_a_window_is_capped_to_its_newest_days():
