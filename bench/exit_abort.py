@@ -45,6 +45,8 @@ REPROS = {
     "file list from deltalake, data read by pyarrow":
         "import pyarrow.parquet as pq; from deltalake import DeltaTable; "
         "t = pq.read_table(DeltaTable({uri!r}).file_uris())",
+    "dnr.storage.Lake.read_table (file list from deltalake, pyarrow reads)":
+        "from dnr.storage import Lake; t = Lake({root!r}).read_table('request_logs')",
     "deltalake read, then del + gc.collect()": READ + "; import gc; del t; gc.collect()",
     "deltalake read, then os._exit(0) (dnr.runtime.exit_process)": READ + "; import os; os._exit(0)",
 }
@@ -82,11 +84,11 @@ def repro(runs: int, others: list[str]) -> dict:
     from deltalake import write_deltalake
 
     with tempfile.TemporaryDirectory(prefix="dnr-abort-") as tmp:
-        uri = f"{tmp}/t"
+        uri = f"{tmp}/request_logs"  # a lake of one table, so that Lake.read_table can name it
         write_deltalake(uri, pa.table({"a": list(range(1000))}), mode="overwrite")
         results = {}
         for name, code in REPROS.items():
-            results[name] = _count([sys.executable, "-c", code.format(uri=uri)], runs)
+            results[name] = _count([sys.executable, "-c", code.format(uri=uri, root=tmp)], runs, cwd=REPO)
             print(f"{name}: {results[name]}", flush=True)
         for path in others:  # the plain read under another release (pip install --target)
             name = f"deltalake read under {_versions(path)}"

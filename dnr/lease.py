@@ -57,14 +57,11 @@ any clock skew between hosts, and ``renew_every_s`` at most a third of it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime as dt
-import functools
 import json
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -72,11 +69,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dnr.storage import Lake, s3_endpoint, s3_region
+from dnr.lease_store import Conflict, open_store
+from dnr.storage import Lake
 
 log = logging.getLogger(__name__)
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 
 
 class LeaseError(RuntimeError):
@@ -136,133 +132,6 @@ def _iso(t: float) -> str:
     return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-class _Conflict(Exception):
-    """A conditional write lost: the stored version is not the one expected."""
-
-
-class _LocalStore:
-    """Lease file on a local filesystem; versions are the file's bytes."""
-
-    def __init__(self, path: str):
-        self.path = path
-        self.uri = path
-
-    def read(self) -> tuple[bytes, bytes] | None:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
-            return None
-        return raw, raw
-
-    def _tmp(self, raw: bytes) -> str:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        tmp = f"{self.path}.{uuid.uuid4().hex}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        return tmp
-
-    def create(self, raw: bytes) -> bytes:
-        tmp = self._tmp(raw)
-        try:
-            os.link(tmp, self.path)  # atomic create-if-absent, content complete when visible
-        except FileExistsError:
-            raise _Conflict from None
-        finally:
-            os.unlink(tmp)
-        return raw
-
-    def replace(self, raw: bytes, expected: bytes) -> bytes:
-        tmp = self._tmp(raw)
-        try:
-            with self._locked():
-                current = self.read()
-                if current is None or current[1] != expected:
-                    raise _Conflict
-                os.replace(tmp, self.path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-        return raw
-
-    @contextlib.contextmanager
-    def _locked(self):
-        import fcntl
-
-        fd = os.open(self.path + ".lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
-            yield
-        finally:
-            os.close(fd)
-
-
-class _S3Store:
-    """Lease object on S3; versions are ETags, writes are conditional PutObjects."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.bucket, self.key = uri.split("://", 1)[1].split("/", 1)
-        self._client = _s3_client(s3_endpoint(), s3_region())
-
-    @staticmethod
-    def _code(err) -> str:
-        return str(err.response.get("Error", {}).get("Code", ""))
-
-    def read(self) -> tuple[bytes, str] | None:
-        from botocore.exceptions import ClientError
-
-        try:
-            obj = self._client.get_object(Bucket=self.bucket, Key=self.key)
-        except ClientError as err:
-            if self._code(err) in ("NoSuchKey", "404"):
-                return None
-            raise
-        return obj["Body"].read(), obj["ETag"]
-
-    def _put(self, raw: bytes, **condition) -> str:
-        from botocore.exceptions import ClientError
-
-        try:
-            return self._client.put_object(Bucket=self.bucket, Key=self.key, Body=raw,
-                                           ContentType="application/json", **condition)["ETag"]
-        except ClientError as err:
-            # 412: the condition failed; 409: a concurrent conditional write to the same key
-            # won; 404: If-Match on a key that is gone
-            if self._code(err) in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey",
-                                   "412", "409", "404"):
-                raise _Conflict from None
-            raise
-
-    def create(self, raw: bytes) -> str:
-        return self._put(raw, IfNoneMatch="*")
-
-    def replace(self, raw: bytes, expected: str) -> str:
-        return self._put(raw, IfMatch=expected)
-
-
-@functools.lru_cache(maxsize=None)
-def _s3_client(endpoint: str | None, region: str):
-    """One client per endpoint and region: building one costs ~0.5 s of CPU; clients are
-    thread-safe and refresh expiring credentials (IRSA, instance profiles) themselves."""
-    import botocore.session
-    from botocore.config import Config
-
-    return botocore.session.get_session().create_client(
-        "s3", region_name=region, endpoint_url=endpoint,
-        config=Config(retries={"mode": "standard", "max_attempts": 3}, connect_timeout=10,
-                      read_timeout=30))
-
-
-def _store(lake: Lake, name: str):
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"lease name {name!r}: use [A-Za-z0-9._-] segments joined by '/'")
-    uri = lake.uri("_leases", f"{name}.json")
-    return _S3Store(uri) if lake.is_s3 else _LocalStore(uri)
-
-
 class LakeLease:
     """``with LakeLease(lake, "train_daily/dnr", ttl_s=1800):`` (see the module docstring)."""
 
@@ -277,7 +146,7 @@ class LakeLease:
         self.host, self.pid = socket.gethostname(), os.getpid()
         self.owner = owner or f"{self.host}:{self.pid}"
         self.renew_every_s, self.on_lost = renew_every_s, on_lost
-        self._store = _store(lake, name)
+        self._store = open_store(lake, name)
         self.record: LeaseRecord | None = None
         self._version = None
         self._lost: LeaseLost | None = None
@@ -291,7 +160,7 @@ class LakeLease:
 
     @staticmethod
     def read(lake: Lake, name: str) -> LeaseRecord | None:
-        current = _store(lake, name).read()
+        current = open_store(lake, name).read()
         return LeaseRecord.from_bytes(current[0]) if current else None
 
     # ---- acquire / renew / release ----
@@ -307,7 +176,7 @@ class LakeLease:
             try:
                 self._version = self._store.create(mine.to_bytes())
                 return self._held(mine, "acquired")
-            except _Conflict:
+            except Conflict:
                 pass
             current = self._store.read()
             if current is None:
@@ -318,7 +187,7 @@ class LakeLease:
                 raise LeaseHeld(self.uri, theirs)
             try:
                 self._version = self._store.replace(mine.to_bytes(), current[1])
-            except _Conflict:
+            except Conflict:
                 continue
             how = ("released" if theirs.released_at else f"held by pid {theirs.pid} on this host, "
                    "which is gone" if gone else f"expired at {_iso(theirs.expires_at)}")
@@ -362,7 +231,7 @@ class LakeLease:
             renewed = dataclasses.replace(self.record, expires_at=now + self.ttl_s, renewed_at=now)
             try:
                 self._version = self._store.replace(renewed.to_bytes(), self._version)
-            except _Conflict:
+            except Conflict:
                 self._lost = self._lost_error("renewing")
                 raise self._lost from None
             self.record = renewed
@@ -392,7 +261,7 @@ class LakeLease:
             try:
                 self._store.replace(done.to_bytes(), self._version)
                 log.info("lease %s released by %s", self.name, self.owner)
-            except _Conflict:
+            except Conflict:
                 log.warning("lease %s: not released, it is no longer ours (%s)", self.name,
                             self._lost_error("releasing"))
             self.record, self._version = None, None

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 TABLES = ("request_logs", "quarantine", "model_registry", "replay_reports")
@@ -104,6 +105,33 @@ class Lake:
     def fs_path(self, uri: str) -> str:
         """Strip the scheme: pyarrow filesystems take ``bucket/key`` for S3."""
         return uri.split("://", 1)[1] if self.is_s3_uri(uri) else uri
+
+    def read_table(self, name: str, columns: list[str] | None = None):
+        """The newest snapshot of the lake's table ``name`` as a pyarrow Table, for scripts.
+
+        The file list comes from the Delta log (deltalake), the data is read by pyarrow's own
+        filesystem. A process that read data through deltalake's filesystem aborts at exit in
+        most runs (delta-rs #2184; ``bench/exit_abort.py``); one that reads this way does not.
+        Only the reader features this project's tables use are supported: a table with
+        deletion vectors or column mapping is refused with its name.
+        """
+        import pyarrow.dataset as pds
+        from deltalake import DeltaTable
+
+        table = DeltaTable(self.table_uri(name), storage_options=self.storage_options())
+        features = set(table.protocol().reader_features or ())
+        if features:
+            raise ValueError(f"{self.table_uri(name)} uses the Delta reader feature(s) {sorted(features)}, "
+                             "which Lake.read_table does not apply; read it with deltalake instead")
+        schema = pa.schema(table.schema().to_arrow())
+        files = [self.fs_path(uri) for uri in table.file_uris()]
+        if not files:
+            return schema.empty_table().select(columns) if columns else schema.empty_table()
+        partitioning = pds.partitioning(
+            pa.schema([schema.field(c) for c in table.metadata().partition_columns]), flavor="hive")
+        data = pds.dataset(files, schema=schema, format="parquet", filesystem=self.filesystem(),
+                           partitioning=partitioning, partition_base_dir=self.fs_path(self.table_uri(name)))
+        return data.to_table(columns=columns)
 
     def __repr__(self) -> str:
         return f"Lake({self.root!r})"
