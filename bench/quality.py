@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import torch
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
-from dnr.data.arrays import flat_values, list_layout
+from dnr.data.arrow_lists import flat_values, list_layout
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
 from dnr.data.validate import split as validate_split

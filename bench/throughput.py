@@ -15,25 +15,22 @@ Measured in one run, so that the ratios see the same machine load:
    one thread (as a Train worker with ``train.cpus_per_worker=1`` runs); the modes take turns
    step by step, once before and once after the pipeline runs.
 2. ``pipeline``: a ``TorchTrainer`` with 1, then 2 workers reads a Delta window through
-   ``Window.validated`` and ``iter_torch_batches(collate_fn=RerankCollate)``, wraps the models
-   with ``distribute`` (sharded item table, DDP) and calls ``train_step``: the pieces of ``train_loop_per_worker``,
-   in a loop of our own. One pass serves every mode in turn: warm-up steps, then timed blocks
-   of steps from the pipeline, each followed by the same batches replayed from memory in the
-   same worker (the control: same process, same load, same DDP all-reduce).
-   It leaves out what ``run_daily`` adds around the loop (the duplicate-id and quarantine
-   passes, checkpoints, TensorBoard, metric all-reduce); ``--daily MODE`` also runs
-   ``run_daily`` itself and takes the steady ``train/requests_per_s`` from its TensorBoard
-   events (about 3 minutes per call on a loaded 2-core VM, hence not by default).
-3. ``memory``: first, in a fresh Train worker, peak RSS (``VmHWM``, sampled from
-   ``/proc/self/status`` at every batch; Linux only) after iterating and collating the whole
-   1-day, then the whole 4-day window of large days (no step: the data path alone, where
-   streaming or not is decided); then after training PRM over a 1-day and a 4-day window of the
-   small days. The driver samples the node's object-store usage over each pass (the shared
-   pages a worker maps count in its RSS). Streaming means no growth with the window.
-4. ``buckets``: in-memory DNR step time with 2^16 and 2^22 item buckets at d=64 (local.yaml's
+   ``Window.validated``, and each worker runs the training loop's own pieces
+   (``dnr.training.loop``: ``distributed_parts``, ``device_batches``, ``take_step``: the
+   sharded item table, DDP, the collate in Ray Data's prefetch threads, the step). One pass
+   serves every mode in turn: warm-up steps, then timed blocks of steps from the pipeline, each
+   followed by the same batches replayed from memory in the same worker (the control: same
+   process, same load, same DDP all-reduce). It leaves out what ``run_daily`` adds around the
+   loop (the duplicate-id and quarantine passes, checkpoints, TensorBoard, metric all-reduce);
+   ``--daily MODE`` also runs ``run_daily`` itself and takes the steady
+   ``train/requests_per_s`` from its TensorBoard events (about 3 minutes per call on a loaded
+   2-core VM, hence not by default).
+3. ``buckets``: in-memory DNR step time with 2^16 and 2^22 item buckets at d=64 (local.yaml's
    width), unsharded: the table's gradient is dense and its (plain) optimizer visits every
    row. The sharded training path, where only the touched rows are updated, is measured by
    ``bench/embeddings.py``.
+
+The Train workers' peak memory over windows of 1 and 4 days is ``bench/memory.py``.
 
     python bench/throughput.py
 """
@@ -45,10 +42,8 @@ import datetime as dt
 import json
 import os
 import platform
-import re
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +60,8 @@ from dnr.data.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake
-from dnr.training.step import build_train_parts, train_step
+from dnr.training.loop import take_step
+from dnr.training.step import build_train_parts
 
 LOCAL_CONFIG = "jobs/configs/local.yaml"
 DAY0 = dt.date(2026, 1, 1)
@@ -83,19 +79,14 @@ MODES = {
 PIPELINE_MODES = ("prm", "dnr_heuristic", "dnr_adversarial")
 """Modes also timed through the pipeline (the ``_half`` and ``_f40`` modes only in memory: the 2-worker pass
 over the 4-day window has batches for three modes)."""
-MEMORY_MODE = "prm"
-"""Mode of the memory passes: the cheapest step, since the window's size is what is varied."""
 BUCKET_MODES = ("dnr_adversarial",)
 """Modes of the bucket comparison: the item table's update is the same in every mode (one
 reranker AdamW step), and a 2^22 step takes seconds, so one mode is enough."""
-STATUS_KEYS = ("VmHWM", "VmRSS", "RssAnon", "RssFile", "RssShmem")
 PIPELINE_TARGET = 0.9
 """Target: the pipeline delivers >= 0.9 of the in-memory step rate."""
 DNR_TARGETS = {"dnr_heuristic": 1.4, "dnr_adversarial": 1.9}
 """Targets of issue 12: a DNR step costs at most this many PRM steps (in memory, median), for
 each stage; a ``_half`` or ``_f40`` mode has its stage's target."""
-FLAT_SHARE = 0.25
-"""Peak RSS is flat if the 4-day window adds at most this share of its 3 extra days' Arrow bytes."""
 DAILY_STEPS, DAILY_LOG_EVERY = 16, 4
 """run_daily cross-check: 4 log intervals of requests/s; the first holds the start-up."""
 
@@ -114,36 +105,27 @@ def _shifted(table: pa.Table, days: int) -> pa.Table:
     return table.set_column(table.schema.get_field_index(ds_field.name), ds_field, ds)
 
 
-def make_lake(root: str, args: argparse.Namespace) -> tuple[Lake, pa.Table, dict[str, float]]:
-    """Days 0-3 (training passes): ``requests_per_day`` generated requests each, written as
-    ``files_per_day`` Parquet files (a window streams as several blocks per day). Days 4-7
-    (data-path passes): ``stream_file_requests`` generated requests written
-    ``stream_files_per_day`` times per day, moved to each day (generating is the slow part; memory
-    does not depend on the values). Returns the lake, day 0's rows, and MB of Arrow per window."""
-    from deltalake import write_deltalake
-
+def make_lake(root: str, args: argparse.Namespace) -> tuple[Lake, list[pa.Table]]:
+    """Days 0-3: ``requests_per_day`` generated requests each, written as ``files_per_day``
+    Parquet files (a window streams as several blocks per day). Returns the lake and the days' rows."""
     lake, world = Lake(root), WorldConfig(seed=0)
-
-    def write(table: pa.Table) -> None:
-        write_deltalake(lake.table_uri("request_logs"), table, partition_by=["ds"], mode="append")
-
     per_file, days = args.requests_per_day // args.files_per_day, []
     for d in range(4):
         tables = [make_requests(world, DAY0 + dt.timedelta(days=d), np.arange(f * per_file, (f + 1) * per_file))
                   for f in range(args.files_per_day)]
         for table in tables:
-            write(table)
+            write_day(lake, table)
         days.append(pa.concat_tables(tables))
-    stream = make_requests(world, DAY0 + dt.timedelta(days=4), np.arange(args.stream_file_requests))
-    for d in range(4):
-        for _ in range(args.stream_files_per_day):
-            write(_shifted(stream, d))
-    stream_day_mb = args.stream_files_per_day * stream.nbytes / 2**20
-    return lake, days[0], {"train1": days[0].nbytes / 2**20, "train4": sum(t.nbytes for t in days) / 2**20,
-                           "stream1": stream_day_mb, "stream4": 4 * stream_day_mb}
+    return lake, days
 
 
-# ---- 1 and 4: in memory, no Ray -------------------------------------------------------------
+def write_day(lake: Lake, table: pa.Table) -> None:
+    from deltalake import write_deltalake
+
+    write_deltalake(lake.table_uri("request_logs"), table, partition_by=["ds"], mode="append")
+
+
+# ---- 1 and 3: in memory, no Ray -------------------------------------------------------------
 
 def _batches(table: pa.Table, cfg: JobConfig, count: int) -> list:
     size = cfg.data.batch_size
@@ -155,17 +137,8 @@ def _fresh_parts(cfg: JobConfig):
     return build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim)
 
 
-def _distributed_parts(cfg: JobConfig, device):
-    """As the Train loop builds them: tables on meta, then sharded (``distribute``)."""
-    from dnr.training.sharding import distribute
-
-    torch.manual_seed(0)
-    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, table_device="meta")
-    return distribute(parts, device, cfg.train, cfg.optim)
-
-
 def _step(parts, batch, cfg: JobConfig, global_step: int) -> None:
-    train_step(batch, parts, global_step, cfg.model, cfg.dnr, cfg.optim)
+    take_step(batch, parts, global_step, cfg)  # the training loop's own step
 
 
 def in_memory(cfgs: dict[str, JobConfig], table: pa.Table, steps: int) -> dict[str, list[float]]:
@@ -227,63 +200,34 @@ def bucket_cost(table: pa.Table, big_log2: int, steps: int) -> dict:
     return out
 
 
-# ---- 2 and 3: the Ray Train workers ---------------------------------------------------------
-
-def _proc_status_mb() -> dict[str, float]:
-    """Memory lines of /proc/self/status in MB (peak RSS ``VmHWM`` is ru_maxrss)."""
-    values = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in STATUS_KEYS:
-            values[key] = int(rest.split()[0]) / 1024
-    return values
-
-
-def _memory_pass(shard, cfg: JobConfig, train=None) -> dict:
-    """Iterate and collate the whole shard, calling ``train(batch, index)`` on each batch when
-    given; the max of each /proc/self/status line sampled after every batch."""
-    from dnr.training.loop import RerankCollate
-
-    peak = low = _proc_status_mb()
-    batches, requests, started = 0, 0, time.time()
-    for batch in shard.iter_torch_batches(batch_size=cfg.data.batch_size,
-                                          collate_fn=RerankCollate(cfg.data), prefetch_batches=2):
-        if train is not None:
-            train(batch, batches)
-        batches, requests = batches + 1, requests + batch.num_requests
-        now = _proc_status_mb()
-        peak = {k: max(v, peak[k]) for k, v in now.items()}
-        low = {k: min(v, low[k]) for k, v in now.items()}
-    return {"batches": batches, "requests": requests, **{f"peak_{k}_mb": v for k, v in peak.items()},
-            "rss_swing_mb": peak["VmRSS"] - low["VmRSS"], "time": [started, time.time()]}
-
+# ---- 2: the Ray Train workers, running the training loop's pieces ----------------------------
 
 def _speed_passes(shard, cfgs: dict[str, JobConfig], device, warmup: int, steps: int, block: int) -> dict:
     """Every mode from one pass over the shard (one Ray Data execution), one after the other:
     ``warmup`` untimed steps, then ``steps`` timed steps in blocks of ``block`` steps from the
     pipeline, each followed by the same ``block`` batches again from memory: the control, in the
     same process, under the same load and DDP, alternating so that a change of load hits both."""
-    from dnr.training.loop import RerankCollate
+    from dnr.training.loop import device_batches, distributed_parts, take_step
 
-    iterator = iter(shard.iter_torch_batches(batch_size=cfgs[MEMORY_MODE].data.batch_size,
-                                             collate_fn=RerankCollate(cfgs[MEMORY_MODE].data), prefetch_batches=2))
+    iterator = device_batches(shard, cfgs["prm"].data, device)
     out = {}
     for name, cfg in cfgs.items():
-        parts = _distributed_parts(cfg, device)
+        torch.manual_seed(0)
+        parts = distributed_parts(cfg, device)
         for i in range(warmup):  # the first mode's also absorbs the pipeline's start
-            _step(parts, next(iterator).to(device), cfg, i)
+            take_step(next(iterator), parts, i, cfg)
         pipeline_s = replay_s = 0.0
         requests, step = 0, warmup
         for _ in range(steps // block):
             kept, start = [], time.perf_counter()
             for _ in range(block):
-                kept.append(next(iterator).to(device))
-                _step(parts, kept[-1], cfg, step)
+                kept.append(next(iterator))
+                take_step(kept[-1], parts, step, cfg)
                 step += 1
             pipeline_s += time.perf_counter() - start
             start = time.perf_counter()
             for batch in kept:
-                _step(parts, batch, cfg, step)
+                take_step(batch, parts, step, cfg)
                 step += 1
             replay_s += time.perf_counter() - start
             requests += sum(b.num_requests for b in kept)
@@ -294,64 +238,16 @@ def _speed_passes(shard, cfgs: dict[str, JobConfig], device, warmup: int, steps:
 
 
 def worker_loop(loop_cfg: dict) -> None:
-    """Ray Train worker: memory passes (data path alone over the large days, then PRM training
-    over the small days), then a speed pass per mode; writes ``rank<r>.json`` to ``loop_cfg['out']``."""
+    """Ray Train worker: a speed pass per mode; writes ``rank<r>.json`` to ``loop_cfg['out']``."""
     import ray.train
     import ray.train.torch
 
     rank = ray.train.get_context().get_world_rank()
-    device = ray.train.torch.get_device()
     torch.set_num_threads(1)  # as train_loop_per_worker does with train.cpus_per_worker=1
-    memory = {"start": {f"peak_{k}_mb": v for k, v in _proc_status_mb().items()}}
-    cfg = config_from_dict(loop_cfg["modes"][MEMORY_MODE])
-    # data path first, while the process holds no model: its own peak is not hidden by a step's
-    for window in ("stream1", "stream4"):
-        memory[window] = _memory_pass(ray.train.get_dataset_shard(window), cfg)
-    parts, offset = _distributed_parts(cfg, device), 0
-    for window in ("train1", "train4"):
-        memory[window] = _memory_pass(ray.train.get_dataset_shard(window), cfg,
-                                      lambda batch, i: _step(parts, batch.to(device), cfg, offset + i))
-        offset += memory[window]["batches"]
-    del parts
     speed = _speed_passes(ray.train.get_dataset_shard("train4"),
                           {name: config_from_dict(d) for name, d in loop_cfg["modes"].items()},
-                          device, loop_cfg["warmup"], loop_cfg["steps"], loop_cfg["block"])
-    Path(loop_cfg["out"], f"rank{rank}.json").write_text(json.dumps({"rank": rank, "memory": memory, "speed": speed}))
-
-
-class ObjectStoreSampler:
-    """Samples the node's object-store (plasma) usage every ``period`` s from a driver thread,
-    so a worker's memory pass can be matched with the store's peak over its time span.
-    Uses ``memory_summary`` (what ``ray memory`` prints): no public API reports it."""
-
-    def __init__(self, period: float = 0.25):
-        import ray
-
-        self.address, self.period = ray.get_runtime_context().gcs_address, period
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        from ray._private.internal_api import memory_summary
-
-        while not self._stop.wait(self.period):
-            text = memory_summary(address=self.address, stats_only=True)
-            used = re.search(r"Plasma memory usage (\d+) MiB", text)
-            if used:
-                self.samples.append((time.time(), float(used.group(1))))
-
-    def __enter__(self) -> "ObjectStoreSampler":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def peak_mib(self, span: list[float]) -> float | None:
-        inside = [mib for t, mib in self.samples if span[0] <= t <= span[1]]
-        return max(inside) if inside else None
+                          ray.train.torch.get_device(), loop_cfg["warmup"], loop_cfg["steps"], loop_cfg["block"])
+    Path(loop_cfg["out"], f"rank{rank}.json").write_text(json.dumps({"rank": rank, "speed": speed}))
 
 
 def pipeline(lake: Lake, workers: int, out: Path, args: argparse.Namespace) -> list[dict]:
@@ -359,11 +255,8 @@ def pipeline(lake: Lake, workers: int, out: Path, args: argparse.Namespace) -> l
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    data_cfg = mode_config(MEMORY_MODE).data
-
-    def window(first: int, days: int):
-        start, end = DAY0 + dt.timedelta(days=first), DAY0 + dt.timedelta(days=first + days - 1)
-        return Window.open(lake, start.isoformat(), end.isoformat()).validated(data_cfg)
+    data_cfg = mode_config("prm").data
+    end = (DAY0 + dt.timedelta(days=3)).isoformat()
 
     out.mkdir(parents=True)
     trainer = TorchTrainer(
@@ -372,16 +265,10 @@ def pipeline(lake: Lake, workers: int, out: Path, args: argparse.Namespace) -> l
                            "out": str(out), "warmup": args.warmup, "steps": args.steps, "block": args.block},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=False, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=f"throughput-w{workers}", storage_path=str(out / "runs")),
-        datasets={"train1": window(0, 1), "train4": window(0, 4), "stream1": window(4, 1), "stream4": window(4, 4)},
+        datasets={"train4": Window.open(lake, DAY0.isoformat(), end).validated(data_cfg)},
     )
-    with ObjectStoreSampler() as store:
-        trainer.fit()
-    ranks = [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
-    for rank in ranks:
-        for window, mem in rank["memory"].items():
-            if "time" in mem:
-                mem["object_store_peak_mib"] = store.peak_mib(mem["time"])
-    return ranks
+    trainer.fit()
+    return [json.loads(p.read_text()) for p in sorted(out.glob("rank*.json"))]
 
 
 def summarise_pipeline(ranks: list[dict]) -> dict:
@@ -393,8 +280,7 @@ def summarise_pipeline(ranks: list[dict]) -> dict:
         speed[mode] = {"requests_per_s": requests / max(p["pipeline_s"] for p in passes),
                        "replay_requests_per_s": requests / max(p["replay_s"] for p in passes),
                        "timed_steps_per_worker": passes[0]["steps"]}
-    memory = [{"rank": r["rank"], **r["memory"]} for r in ranks]
-    return {"workers": len(ranks), "speed": speed, "memory": memory}
+    return {"workers": len(ranks), "speed": speed}
 
 
 def daily_rate(lake: Lake, mode: str) -> dict:
@@ -442,11 +328,6 @@ def ratios(result: dict) -> dict:
         } for m in PIPELINE_MODES}
     out["w2_vs_w1"] = {m: result["pipeline_w2"]["speed"][m]["requests_per_s"]
                        / result["pipeline_w1"]["speed"][m]["requests_per_s"] for m in PIPELINE_MODES}
-    for line in ("VmHWM", "RssAnon", "RssShmem"):
-        out[f"peak_{line}_growth_4_vs_1_day_mb"] = {
-            key: {kind: [r[f"{kind}4"][f"peak_{line}_mb"] - r[f"{kind}1"][f"peak_{line}_mb"]
-                         for r in result[key]["memory"]] for kind in ("stream", "train")}
-            for key in ("pipeline_w1", "pipeline_w2")}
     out["buckets_big_vs_small"] = {m: v["step_s_big"] / v["step_s_small"]
                                    for m, v in result["buckets"].items() if "step_s_big" in v}
     return out
@@ -458,11 +339,7 @@ def _dnr_target(mode: str) -> float:
 
 def verdicts(result: dict) -> dict:
     """The issue's targets, each True where met."""
-    r, window = result["ratios"], result["window_mb"]
-    flat = {}
-    for key in ("pipeline_w1", "pipeline_w2"):
-        extra = (window["stream4"] - window["stream1"]) / result[key]["workers"]  # per worker
-        flat[key] = all(g <= FLAT_SHARE * extra for g in r["peak_VmHWM_growth_4_vs_1_day_mb"][key]["stream"])
+    r = result["ratios"]
     return {
         f"pipeline_ge_{PIPELINE_TARGET}_of_in_memory (in-worker replay)": {
             key: {m: r[key][m]["vs_replay_in_worker"] >= PIPELINE_TARGET for m in PIPELINE_MODES}
@@ -470,7 +347,6 @@ def verdicts(result: dict) -> dict:
         "dnr_step_within_target_x_prm (in memory, median)": {
             m: {"ratio": round(v, 3), "target": _dnr_target(m), "met": v <= _dnr_target(m)}
             for m, v in r["dnr_vs_prm_step_in_memory_median"].items()},
-        f"peak_rss_flat (4-day growth <= {FLAT_SHARE} x the 3 extra days' Arrow MB per worker)": flat,
     }
 
 
@@ -493,18 +369,6 @@ def print_report(result: dict) -> None:
           + "; pipeline w1: " + ", ".join(f"{m} {r['pipeline_w1'][m]['dnr_vs_prm_step']:.2f}x"
                                          for m in PIPELINE_MODES if m != "prm"))
     print(f"collate: {result['collate_ms_per_batch']:.1f} ms per batch of {batch}")
-    window = result["window_mb"]
-    for key in ("pipeline_w1", "pipeline_w2"):
-        for mem in result[key]["memory"]:
-            for kind, what in (("stream", "data path alone"), ("train", "training PRM")):
-                one, four = mem[f"{kind}1"], mem[f"{kind}4"]
-                print(f"peak RSS {key} rank {mem['rank']}, {what}: {one['peak_VmHWM_mb']:.0f} MB after 1 day "
-                      f"({one['requests']:,} requests, window {window[f'{kind}1']:.0f} MB), "
-                      f"{four['peak_VmHWM_mb']:.0f} MB after 4 days ({four['requests']:,}, "
-                      f"{window[f'{kind}4']:.0f} MB); RssAnon {one['peak_RssAnon_mb']:.0f} -> "
-                      f"{four['peak_RssAnon_mb']:.0f}, RssShmem "
-                      f"{one['peak_RssShmem_mb']:.0f} -> {four['peak_RssShmem_mb']:.0f}, object store peak "
-                      f"{one['object_store_peak_mib']} -> {four['object_store_peak_mib']} MiB")
     for m, v in result["buckets"].items():
         if "skipped" in v:
             print(f"buckets {m}: skipped, {v['skipped']}")
@@ -522,8 +386,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests-per-day", type=int, default=4096, help="days 0-3 (training passes)")
     parser.add_argument("--files-per-day", type=int, default=4)
-    parser.add_argument("--stream-file-requests", type=int, default=8192, help="days 4-7 (data-path passes)")
-    parser.add_argument("--stream-files-per-day", type=int, default=2)
     parser.add_argument("--steps", type=int, default=12, help="timed steps per mode and measurement")
     parser.add_argument("--warmup", type=int, default=3, help="untimed pipeline steps per mode")
     parser.add_argument("--block", type=int, default=4, help="pipeline steps between two replays")
@@ -556,9 +418,9 @@ def main() -> None:
                          f"Python {platform.python_version()}, torch {torch.__version__}, ray {ray.__version__}",
               "config": LOCAL_CONFIG, "batch_size": batch, "args": vars(args)}
     with tempfile.TemporaryDirectory() as tmp:
-        lake, day0, result["window_mb"] = make_lake(tmp + "/lake", args)
-        print(f"lake: 4 days x {args.requests_per_day:,} requests ({args.files_per_day} files/day), 4 days x "
-              f"{args.stream_file_requests * args.stream_files_per_day:,} ({args.stream_files_per_day} files/day); "
+        lake, days = make_lake(tmp + "/lake", args)
+        day0 = days[0]
+        print(f"lake: 4 days x {args.requests_per_day:,} requests ({args.files_per_day} files/day); "
               f"batch {batch}, torch threads 1")
         t = phase_done("lake", started)
 

@@ -1,4 +1,6 @@
-"""How a job finds its Ray: the cluster it was submitted to, or an embedded local one."""
+"""A job process from start to end: the Ray it joins or embeds (:func:`start_ray`: the cluster it
+was submitted to, or an embedded local one), and how it exits (:func:`exit_process`, which any
+process that read a Delta table needs). Both are a job's process lifecycle, hence one module."""
 
 from __future__ import annotations
 

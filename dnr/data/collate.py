@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import torch
 
 from dnr.config import DataConfig
-from dnr.data.arrays import flat_values, list_layout
+from dnr.data.arrow_lists import flat_values, list_layout
 from dnr.data.batch import RerankBatch
 from dnr.data.hashing import bucketize
 from dnr.schemas import REQUEST_LOGS

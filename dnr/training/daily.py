@@ -21,13 +21,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dnr.config import JobConfig, config_to_dict, config_to_json
+from dnr.config import JobConfig, config_to_json
 from dnr.data.window import QuarantineReport, Window, parse_ds, table_partitions
 from dnr.registry import ModelVersion, Registry
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
 from dnr.training.progress import TrainProgress
+from dnr.training.worker_spec import Lineage, WorkerSpec
 
 
 @dataclass
@@ -238,18 +239,16 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
     from dnr.training.loop import train_loop_per_worker
 
     lake, cfg, result = day.lake, day.cfg, day.result
-    lineage = {"parent_version": result.parent_version, "window_start": result.window[0],
-               "window_end": result.window[1], "table_version": result.table_version,
-               "rows_read": report.rows_read, "rows_quarantined": report.rows_quarantined}
+    lineage = Lineage(parent_version=result.parent_version, window_start=result.window[0],
+                      window_end=result.window[1], table_version=result.table_version,
+                      rows_read=report.rows_read, rows_quarantined=report.rows_quarantined)
     with (TrainProgress(steps * cfg.train.epochs) if verbose else contextlib.nullcontext()) as bar:
+        spec = WorkerSpec(config=cfg, lake_root=lake.root, run_name=day.run_name, lineage=lineage,
+                          parent_checkpoint=day.parent.checkpoint_uri if day.parent else None,
+                          steps_per_epoch=steps, progress_board=bar.board if bar else None)
         fit = fit_interruptibly(TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={
-                "config": config_to_dict(cfg), "lake": lake.root, "run_name": day.run_name,
-                "parent_checkpoint": day.parent.checkpoint_uri if day.parent else None,
-                "lineage": lineage, "steps_per_epoch": steps,
-                "progress_board": bar.board if bar else None,
-            },
+            train_loop_config=spec.loop_config(),
             scaling_config=scaling_config(cfg),
             run_config=RunConfig(
                 name=day.run_name, storage_path=lake.fs_path(lake.uri("checkpoints")) if lake.is_s3

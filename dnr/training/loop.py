@@ -17,13 +17,13 @@ import contextlib
 import hashlib
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 import torch.distributed as dist
 from ray.data.collate_fn import ArrowBatchCollateFn
 
-from dnr.config import DataConfig, JobConfig, config_from_dict, config_to_json
+from dnr.config import DataConfig, JobConfig, config_to_json
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
 from dnr.models import synthesize_scores
@@ -32,8 +32,9 @@ from dnr.training import checkpoint as ckpt
 from dnr.training.metrics_log import TensorBoardLogger
 from dnr.training.progress import WorkerProgress
 from dnr.training.sharding import distribute
-from dnr.training.step import (TrainParts, build_train_parts, reranker_context, train_step,
+from dnr.training.step import (FAMILIES, TrainParts, build_train_parts, reranker_context, train_step,
                                training_phase)
+from dnr.training.worker_spec import WorkerSpec
 
 
 class RerankCollate(ArrowBatchCollateFn):
@@ -46,26 +47,47 @@ class RerankCollate(ArrowBatchCollateFn):
         return collate(batch, self.cfg)
 
 
-def _start(parts: TrainParts, loop_cfg: dict, cfg: JobConfig, lake: Lake) -> ckpt.TrainingProgress:
+def _start(parts: TrainParts, spec: WorkerSpec) -> ckpt.TrainingProgress:
     """Load the state to start from into the distributed parts (collective: every rank loads
     its own rows); returns the progress record of this run."""
     import ray.train
 
-    run_name = loop_cfg["run_name"]
-    resumed = ray.train.get_checkpoint()
+    resumed, seed = ray.train.get_checkpoint(), spec.config.train.seed
     if resumed is not None:
         with resumed.as_directory() as directory:
             loaded = ckpt.load(directory)
-            if loaded.progress.run_name == run_name:
+            if loaded.progress.run_name == spec.run_name:
                 ckpt.restore(parts, loaded)
                 loaded.progress.restarts += 1
                 return loaded.progress
-    if loop_cfg.get("parent_checkpoint"):
-        loaded = ckpt.load(ckpt.fetch(loop_cfg["parent_checkpoint"], lake))
+    if spec.parent_checkpoint:
+        loaded = ckpt.load(ckpt.fetch(spec.parent_checkpoint, Lake(spec.lake_root)))
         ckpt.restore(parts, loaded)
-        return replace(loaded.progress, run_name=run_name, epoch=0, step_in_epoch=0,
-                       requests_in_epoch=0, seed=cfg.train.seed, restarts=0)
-    return ckpt.TrainingProgress(run_name=run_name, seed=cfg.train.seed)
+        return replace(loaded.progress, run_name=spec.run_name, epoch=0, step_in_epoch=0,
+                       requests_in_epoch=0, seed=seed, restarts=0)
+    return ckpt.TrainingProgress(run_name=spec.run_name, seed=seed)
+
+
+def distributed_parts(cfg: JobConfig, device: torch.device) -> TrainParts:
+    """Fresh parts as every worker builds them: the item tables on ``meta`` (no worker allocates
+    a whole table; the sharding materialises each worker's rows), then :func:`distribute`."""
+    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre, table_device="meta")
+    return distribute(parts, device, cfg.train, cfg.optim)
+
+
+def device_batches(shard, data_cfg: DataConfig, device: torch.device):
+    """A dataset shard's batches, collated in Ray Data's prefetch threads, on ``device``."""
+    batches = shard.iter_torch_batches(batch_size=data_cfg.batch_size, collate_fn=RerankCollate(data_cfg),
+                                       prefetch_batches=2)
+    for batch in batches:
+        yield batch.to(device, non_blocking=True)
+
+
+def take_step(batch: RerankBatch, parts: TrainParts, global_step: int, cfg: JobConfig) -> dict[str, float]:
+    """One :func:`train_step` of ``cfg``'s family, under bf16 autocast on a GPU when asked."""
+    bf16 = cfg.train.use_gpu and cfg.train.bf16
+    with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+        return train_step(batch, parts, global_step, cfg.model, cfg.dnr, cfg.optim, cfg.degre)
 
 
 def resume_skip(progress: ckpt.TrainingProgress, workers: int, batch_size: int) -> int:
@@ -96,165 +118,232 @@ def _global_count(local: int) -> int:
 
 
 class _Meter:
-    """Loss sums and counts since the last log; averaged globally (never an average of averages)."""
+    """Loss sums and counts since the last log; averaged globally (never an average of averages).
+    ``keys``: the loss keys of the run's family, in the same order on every rank."""
 
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.counts: dict[str, int] = {}
-        self.steps = 0
-        self.requests = 0
-        self.since = time.monotonic()
+    def __init__(self, keys: tuple[str, ...]):
+        self.keys = keys
+        self._reset()
+
+    def _reset(self) -> None:
+        self.sums = dict.fromkeys(self.keys, 0.0)
+        self.counts = dict.fromkeys(self.keys, 0)
+        self.steps, self.requests, self.since = 0, 0, time.monotonic()
 
     def add(self, terms: dict[str, float], requests: int) -> None:
         for key, value in terms.items():
-            self.sums[key] = self.sums.get(key, 0.0) + value
-            self.counts[key] = self.counts.get(key, 0) + 1
+            self.sums[key] += value
+            self.counts[key] += 1
         self.steps += 1
         self.requests += requests
 
     def reduce(self) -> tuple[dict[str, float], float]:
         """Global mean of each loss term over steps and ranks, and global requests/s."""
-        packed = torch.tensor([self.sums.get(k, 0.0) for k in LOSS_KEYS]
-                              + [self.counts.get(k, 0) for k in LOSS_KEYS] + [self.requests],
-                              dtype=torch.float64)
-        packed = _all_reduce_sum(packed)
-        n = len(LOSS_KEYS)
-        means = {k: packed[i].item() / packed[n + i].item() for i, k in enumerate(LOSS_KEYS)
-                 if packed[n + i].item() > 0}
-        rate = packed[-1].item() / max(time.monotonic() - self.since, 1e-9)
-        self.__init__()
+        n = len(self.keys)
+        packed = _all_reduce_sum(torch.tensor([*self.sums.values(), *self.counts.values(), self.requests],
+                                              dtype=torch.float64)).tolist()
+        means = {k: packed[i] / packed[n + i] for i, k in enumerate(self.keys) if packed[n + i] > 0}
+        rate = packed[-1] / max(time.monotonic() - self.since, 1e-9)
+        self._reset()
         return means, rate
 
 
-LOSS_KEYS = ["train/loss_direct", "train/loss_z", "train/loss_theta", "train/loss_adv",
-             "train/loss_x", "train/loss_phi", "train/loss_cumulative", "train/loss_increment",
-             "train/loss_eval", "train/loss_distill", "train/loss_beam", "train/mined_value"]
+def train_loop_per_worker(loop_config: dict) -> None:
+    """Entry point given to ``TorchTrainer``; ``loop_config`` is :meth:`WorkerSpec.loop_config`."""
+    run = _Run.start(WorkerSpec.of(loop_config))
+    log = StepLog(run)
+    checkpoints = Checkpointer(run, log.logger)
+    epochs = run.cfg.train.epochs
+    for _ in range(run.progress.epoch, epochs):
+        epoch = EpochCount()
+        for batch in run.batches():
+            terms = run.step(batch)
+            epoch.requests += batch.num_requests
+            log.maybe_log(terms, batch)
+            checkpoints.maybe_checkpoint(epoch, log.last)
+        seen = run.end_epoch(epoch)
+        log.flush()
+        checkpoints.report({**log.last, "train/requests_epoch": seen})
+    if run.progress.epoch >= epochs and run.steps_this_run == 0:
+        # nothing left to do (the run had already finished): hand back the final checkpoint again
+        checkpoints.report(log.last)
+    log.close()
 
 
-def train_loop_per_worker(loop_cfg: dict) -> None:
-    """Entry point given to ``TorchTrainer``; ``loop_cfg`` is plain JSON-able data."""
-    import ray.train
-    import ray.train.torch
+@dataclass
+class EpochCount:
+    """Requests this rank trained in the current epoch since this attempt's last checkpoint."""
 
-    cfg = config_from_dict(loop_cfg["config"])
-    lake = Lake(loop_cfg["lake"])
-    context = ray.train.get_context()
-    rank = context.get_world_rank()
-    device = ray.train.torch.get_device()
-    if not cfg.train.use_gpu:
-        torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    requests: int = 0
 
-    # tables on meta: no worker allocates a whole table, the sharding materialises its rows
-    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre, table_device="meta")
-    parts = distribute(parts, device, cfg.train, cfg.optim)
-    progress = _start(parts, loop_cfg, cfg, lake)
-    progress.step_in_epoch = resume_skip(progress, context.get_world_size(), cfg.data.batch_size)
-    progress.num_workers = context.get_world_size()
-    _seed(progress, rank)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                if cfg.train.use_gpu and cfg.train.bf16 else contextlib.nullcontext())
+    def take_global(self) -> int:
+        """The requests of every rank since the last call (a collective), and reset."""
+        count, self.requests = _global_count(self.requests), 0
+        return count
 
-    logger = TensorBoardLogger(lake, loop_cfg["run_name"]) if rank == 0 else None
-    if logger is not None:
-        lineage = loop_cfg["lineage"]
-        logger.log(progress.global_step, {"data/rows_read": lineage["rows_read"],
-                                          "data/rows_quarantined": lineage["rows_quarantined"]})
-    console = WorkerProgress(loop_cfg.get("steps_per_epoch", 0) * cfg.train.epochs or None,
-                             board=loop_cfg.get("progress_board") if rank == 0 else None)
-    shard = ray.train.get_dataset_shard("train")
-    meter, steps_this_run = _Meter(), 0
-    config_json = config_to_json(cfg)
 
-    checkpoint_s = [0.0]  # this attempt's time writing checkpoints (rank 0; uploads not counted)
+@dataclass
+class _Run:
+    """One worker's state through a run: the spec, the distributed parts, the progress record."""
 
-    def report(metrics: dict, with_checkpoint: bool) -> None:
-        metrics = {**metrics, "global_step": progress.global_step, "epoch": progress.epoch}
-        if not with_checkpoint:
-            ray.train.report(metrics)
-            return
-        started = time.monotonic()
-        with tempfile.TemporaryDirectory() as tmp:
-            # every rank writes its rows of the tables; Ray Train gathers the parts into one checkpoint
-            lineage = {**loop_cfg["lineage"], "global_step": progress.global_step}
-            ckpt.save(tmp, parts, progress, config_json, lineage, rank=rank)
-            if logger is not None:
-                logger.sync()
-            checkpoint_s[0] += time.monotonic() - started
-            ray.train.report({**metrics, "time/checkpoint_s": checkpoint_s[0]},
-                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
+    spec: WorkerSpec
+    rank: int
+    world: int
+    device: torch.device
+    parts: TrainParts
+    progress: ckpt.TrainingProgress
+    shard: object
+    steps_this_run: int = 0
 
-    last_means: dict[str, float] = {}
-    for _ in range(progress.epoch, cfg.train.epochs):
-        skip, epoch_requests = progress.step_in_epoch, 0  # local, since this attempt's epoch start
-        batches = shard.iter_torch_batches(batch_size=cfg.data.batch_size,
-                                           collate_fn=RerankCollate(cfg.data), prefetch_batches=2)
-        for index, batch in enumerate(batches):
+    @property
+    def cfg(self) -> JobConfig:
+        return self.spec.config
+
+    @classmethod
+    def start(cls, spec: WorkerSpec) -> _Run:
+        import ray.train
+        import ray.train.torch
+
+        cfg, context = spec.config, ray.train.get_context()
+        device = ray.train.torch.get_device()
+        if not cfg.train.use_gpu:
+            torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+        parts = distributed_parts(cfg, device)
+        progress = _start(parts, spec)
+        progress.step_in_epoch = resume_skip(progress, context.get_world_size(), cfg.data.batch_size)
+        progress.num_workers = context.get_world_size()
+        _seed(progress, context.get_world_rank())
+        return cls(spec, context.get_world_rank(), context.get_world_size(), device, parts, progress,
+                   ray.train.get_dataset_shard("train"))
+
+    def batches(self):
+        """This epoch's batches on the device: a resumed epoch's trained ones skipped, and no
+        more than ``train.max_steps`` steps in this attempt."""
+        cfg, skip = self.cfg, self.progress.step_in_epoch
+        for index, batch in enumerate(device_batches(self.shard, cfg.data, self.device)):
             if index < skip:  # a resumed epoch: these batches were trained before the failure
                 continue
-            if cfg.train.max_steps and steps_this_run >= cfg.train.max_steps:
+            if cfg.train.max_steps and self.steps_this_run >= cfg.train.max_steps:
                 break
-            batch = batch.to(device, non_blocking=True)
-            with autocast:
-                terms = train_step(batch, parts, progress.global_step, cfg.model, cfg.dnr, cfg.optim,
-                                   cfg.degre)
-            progress.global_step += 1
-            progress.step_in_epoch += 1
-            steps_this_run += 1
-            epoch_requests += batch.num_requests
-            meter.add(terms, batch.num_requests)
-            progress.phase = training_phase(cfg.model, cfg.dnr, progress.global_step)
-            if progress.global_step % cfg.train.log_every_steps == 0:
-                last_means = _log(meter, logger, console, parts, batch, progress, cfg,
-                                  steps_this_run, rank)
-            if cfg.train.checkpoint_every_steps and \
-                    progress.global_step % cfg.train.checkpoint_every_steps == 0:
-                # every rank is here at the same step, so the collective is safe
-                progress.requests_in_epoch += _global_count(epoch_requests)
-                epoch_requests = 0
-                report(last_means, with_checkpoint=True)
-        seen = progress.requests_in_epoch + _global_count(epoch_requests)
+            yield batch
+
+    def step(self, batch: RerankBatch) -> dict[str, float]:
+        progress, cfg = self.progress, self.cfg
+        terms = take_step(batch, self.parts, progress.global_step, cfg)
+        progress.global_step += 1
+        progress.step_in_epoch += 1
+        self.steps_this_run += 1
+        progress.phase = training_phase(cfg.model, cfg.dnr, progress.global_step)
+        return terms
+
+    def end_epoch(self, epoch: EpochCount) -> int:
+        """Close the epoch in the progress record (the watermark moves after the last one);
+        returns the requests every rank trained in it."""
+        progress, lineage = self.progress, self.spec.lineage
+        seen = progress.requests_in_epoch + epoch.take_global()
         progress.requests_seen += seen
-        progress.requests_in_epoch = 0
+        progress.requests_in_epoch, progress.step_in_epoch = 0, 0
         progress.epoch += 1
-        progress.step_in_epoch = 0
-        if progress.epoch == cfg.train.epochs:  # the run is complete: move the data watermark
-            lineage = loop_cfg["lineage"]
-            progress.watermark = lineage["window_end"]
-            progress.history.append({"run_name": progress.run_name, "steps": steps_this_run,
-                                     "window_start": lineage["window_start"],
-                                     "window_end": lineage["window_end"]})
-        if meter.steps:
-            last_means = _log(meter, logger, console, parts, None, progress, cfg, steps_this_run, rank)
-        report({**last_means, "train/requests_epoch": seen}, with_checkpoint=True)
-    if progress.epoch >= cfg.train.epochs and steps_this_run == 0:
-        # nothing left to do (the run had already finished): hand back the final checkpoint again
-        report(last_means, with_checkpoint=True)
-    if logger is not None:
-        logger.close()
+        if progress.epoch == self.cfg.train.epochs:  # the run is complete: move the data watermark
+            progress.watermark = lineage.window_end
+            progress.history.append({"run_name": progress.run_name, "steps": self.steps_this_run,
+                                     "window_start": lineage.window_start, "window_end": lineage.window_end})
+        return seen
 
 
-def _log(meter: _Meter, logger, console: WorkerProgress, parts: TrainParts, batch, progress,
-         cfg: JobConfig, steps_this_run: int, rank: int) -> dict[str, float]:
-    means, rate = meter.reduce()
-    generated = None
-    if batch is not None and parts.heuristic is not None:
-        # on every rank: the reranker's context is a lookup in the sharded table (a collective)
-        noise = parts.generator if progress.phase == "adversarial" else parts.heuristic
-        with torch.no_grad():
-            context = reranker_context(parts.reranker, batch) if progress.phase == "adversarial" else None
-            generated = synthesize_scores(noise, batch, context)
-    if rank != 0:
-        return means
-    scalars = {**means, "train/requests_per_s": rate,
-               "train/lr": parts.reranker_opt.param_groups[0]["lr"],
-               "train/phase_adversarial": float(progress.phase == "adversarial")}
+class Checkpointer:
+    """Writes this rank's part of a checkpoint and reports it to Ray Train every
+    ``train.checkpoint_every_steps`` steps, and at the end of each epoch."""
+
+    def __init__(self, run: _Run, logger: TensorBoardLogger | None):
+        self.run, self.every = run, run.cfg.train.checkpoint_every_steps
+        self.logger = logger  # rank 0's TensorBoard writer, synced to the lake with each checkpoint
+        self.config_json = config_to_json(run.cfg)
+        self.seconds = 0.0  # this attempt's time writing checkpoints (rank 0; uploads not counted)
+
+    def maybe_checkpoint(self, epoch: EpochCount, metrics: dict[str, float]) -> None:
+        if self.every and self.run.progress.global_step % self.every == 0:
+            # every rank is here at the same step, so the collective is safe
+            self.run.progress.requests_in_epoch += epoch.take_global()
+            self.report(metrics)
+
+    def report(self, metrics: dict[str, float]) -> None:
+        import ray.train
+
+        run, started = self.run, time.monotonic()
+        metrics = {**metrics, "global_step": run.progress.global_step, "epoch": run.progress.epoch}
+        with tempfile.TemporaryDirectory() as tmp:
+            # every rank writes its rows of the tables; Ray Train gathers the parts into one checkpoint
+            lineage = {**run.spec.lineage.as_dict(), "global_step": run.progress.global_step}
+            ckpt.save(tmp, run.parts, run.progress, self.config_json, lineage, rank=run.rank)
+            if self.logger is not None:
+                self.logger.sync()
+            self.seconds += time.monotonic() - started
+            ray.train.report({**metrics, "time/checkpoint_s": self.seconds},
+                             checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+class StepLog:
+    """Loss terms and requests/s, reduced over the ranks every ``train.log_every_steps`` steps
+    and at the end of each epoch; rank 0 writes them to TensorBoard and posts them to the
+    driver's progress board."""
+
+    def __init__(self, run: _Run):
+        self.run, self.every = run, run.cfg.train.log_every_steps
+        self.meter = _Meter(FAMILIES[run.cfg.model.family].loss_keys)
+        self.last: dict[str, float] = {}
+        self.logger = TensorBoardLogger(Lake(run.spec.lake_root), run.spec.run_name) if run.rank == 0 else None
+        if self.logger is not None:
+            self.logger.log(run.progress.global_step, {"data/rows_read": run.spec.lineage.rows_read,
+                                                       "data/rows_quarantined": run.spec.lineage.rows_quarantined})
+        total = run.spec.steps_per_epoch * run.cfg.train.epochs or None
+        self.console = WorkerProgress(total, board=run.spec.progress_board if run.rank == 0 else None)
+
+    def maybe_log(self, terms: dict[str, float], batch: RerankBatch) -> None:
+        """Count this step's terms; write when the step is due."""
+        self.meter.add(terms, batch.num_requests)
+        if self.run.progress.global_step % self.every == 0:
+            self._write(batch)
+
+    def flush(self) -> None:
+        if self.meter.steps:
+            self._write(None)
+
+    def close(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
+
+    def _write(self, batch: RerankBatch | None) -> None:
+        run, progress = self.run, self.run.progress
+        means, rate = self.meter.reduce()
+        self.last = means
+        generated = _generated_scores(run.parts, batch, progress.phase) if batch is not None else None
+        if self.logger is None:
+            return
+        self.logger.log(progress.global_step, {**means, "train/requests_per_s": rate, **_rates(run.parts),
+                                               "train/phase_adversarial": float(progress.phase == "adversarial")})
+        if generated is not None:
+            self.logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
+            self.logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
+        self.console.show(run.steps_this_run, progress.global_step, progress.epoch, means, rate)
+
+
+def _generated_scores(parts: TrainParts, batch: RerankBatch, phase: str) -> torch.Tensor | None:
+    """The noise generator's scores for ``batch`` (DNR only), for the histograms. On every rank:
+    the reranker's context is a lookup in the sharded table (a collective)."""
+    if parts.heuristic is None:
+        return None
+    noise = parts.generator if phase == "adversarial" else parts.heuristic
+    with torch.no_grad():
+        context = reranker_context(parts.reranker, batch) if phase == "adversarial" else None
+        return synthesize_scores(noise, batch, context)
+
+
+def _rates(parts: TrainParts) -> dict[str, float]:
+    """The learning rates of the optimizers the run has."""
+    rates = {"train/lr": parts.reranker_opt.param_groups[0]["lr"]}
     if parts.generator_opt is not None:
-        scalars["train/generator_lr"] = parts.generator_opt.param_groups[0]["lr"]
+        rates["train/generator_lr"] = parts.generator_opt.param_groups[0]["lr"]
     if parts.evaluator_opt is not None:
-        scalars["train/evaluator_lr"] = parts.evaluator_opt.param_groups[0]["lr"]
-    logger.log(progress.global_step, scalars)
-    if generated is not None:
-        logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
-        logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
-    console.show(steps_this_run, progress.global_step, progress.epoch, means, rate)
-    return means
+        rates["train/evaluator_lr"] = parts.evaluator_opt.param_groups[0]["lr"]
+    return rates

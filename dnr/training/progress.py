@@ -63,7 +63,7 @@ def line(counters: dict, total_steps: int | None) -> str:
 
 class TrainProgress:
     """The driver's side: ``with TrainProgress(total) as progress:`` hands ``progress.board`` to
-    the workers (``train_loop_config["progress_board"]``) and draws until the block ends."""
+    the workers (``WorkerSpec.progress_board``) and draws until the block ends."""
 
     def __init__(self, total_steps: int | None, interval_s: float = 1.0, stream=None,
                  live: bool | None = None):

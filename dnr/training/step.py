@@ -61,7 +61,11 @@ ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
 class TrainParts:
     """Everything a step updates. Built unsharded (:func:`build_train_parts`);
     ``dnr.training.sharding.distribute`` moves, shards and wraps the models and rebuilds the
-    optimizers of the models it shards."""
+    optimizers of the models it shards.
+
+    ``reranker`` is the served model of every family: PRM's reranker, DeGRe's list generator.
+    The field names are the checkpoint's part names (``reranker``, ``reranker_opt``, ...), so a
+    rename would change the checkpoint format; ``generator`` is always DNR's noise generator."""
 
     reranker: nn.Module
     """q_theta; maps a RerankBatch to logits [B, L]."""
@@ -139,8 +143,11 @@ def train_step(
     with dense supervision, ``train/loss_beam`` and ``train/mined_value`` (the best beam's
     predicted utility). Values are this worker's means (all-reducing them is the caller's business).
     """
-    step = FAMILIES[model_cfg.family].step
-    terms = step(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig())
+    family = FAMILIES[model_cfg.family]
+    terms = family.step(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg or DeGReConfig())
+    if not terms.keys() <= set(family.loss_keys):  # the loop reduces and logs the declared keys only
+        raise KeyError(f"the {model_cfg.family} step returned {sorted(terms.keys() - set(family.loss_keys))}, "
+                       f"which Family.loss_keys does not declare: add them to FAMILIES[{model_cfg.family!r}]")
     # One device-to-host copy for all terms instead of one per .item().
     return dict(zip(terms, torch.stack([t.detach().float() for t in terms.values()]).tolist()))
 
@@ -336,6 +343,8 @@ class Family:
     """(batch, parts, global_step, model_cfg, dnr_cfg, optim_cfg, degre_cfg) -> loss terms."""
     phase: Callable[[DNRConfig, int], str]
     """(dnr_cfg, global_step) -> the phase recorded in the training progress."""
+    loss_keys: tuple[str, ...]
+    """Every key ``step`` may return: what the loop all-reduces and logs (checked each step)."""
 
 
 def _prm_phase(dnr_cfg: DNRConfig, global_step: int) -> str:
@@ -347,8 +356,12 @@ def _degre_phase(dnr_cfg: DNRConfig, global_step: int) -> str:
 
 
 FAMILIES: dict[str, Family] = {
-    "prm": Family(_prm_parts, _prm_step, _prm_phase),
-    "degre": Family(_degre_parts, _degre_step, _degre_phase),
+    "prm": Family(_prm_parts, _prm_step, _prm_phase, loss_keys=(
+        "train/loss_direct", "train/loss_z", "train/loss_theta", "train/loss_adv", "train/loss_x",
+        "train/loss_phi")),
+    "degre": Family(_degre_parts, _degre_step, _degre_phase, loss_keys=(
+        "train/loss_cumulative", "train/loss_increment", "train/loss_eval", "train/loss_distill",
+        "train/loss_beam", "train/mined_value", "train/loss_theta")),
 }
 """Training recipe per ``model.family`` (the keys of ``dnr.models.RERANKERS``)."""
 

@@ -191,3 +191,33 @@ def test_a_resumed_epoch_skips_by_count_when_the_worker_count_changed():
     assert resume_skip(older, workers=1, batch_size=64) == 5
     fresh = TrainingProgress(num_workers=2)
     assert resume_skip(fresh, workers=1, batch_size=64) == 0
+
+
+def test_every_loss_key_a_step_returns_is_declared_by_its_family(monkeypatch):
+    from dataclasses import replace
+
+    from dnr.training import step as step_module
+
+    family = step_module.FAMILIES["prm"]
+    assert ALL_KEYS == set(family.loss_keys)  # the keys the loop all-reduces and logs
+    batch, model = make_batch(seed=3), tiny_model("denoise")
+
+    def with_a_new_term(*args):
+        return {**family.step(*args), "train/loss_new": torch.tensor(1.0)}
+
+    monkeypatch.setitem(step_module.FAMILIES, "prm", replace(family, step=with_a_new_term))
+    with pytest.raises(KeyError, match=r"\['train/loss_new'\].*Family.loss_keys"):
+        train_step(batch, _parts(), 0, model, DNR, OPTIM)
+
+
+def test_the_worker_loop_takes_a_worker_spec_and_nothing_else():
+    from dnr.config import JobConfig
+    from dnr.training.worker_spec import Lineage, WorkerSpec
+
+    spec = WorkerSpec(config=JobConfig(), lake_root="/tmp/lake", run_name="dnr-2026-01-02",
+                      lineage=Lineage(None, "2026-01-01", "2026-01-01", 0, 10, 0))
+    assert WorkerSpec.of(spec.loop_config()) is spec
+    with pytest.raises(TypeError, match="WorkerSpec.loop_config"):
+        WorkerSpec.of({"config": {}, "lake": "/tmp/lake"})  # the old plain dict
+    with pytest.raises(AttributeError):
+        spec.run_name = "other"  # frozen
