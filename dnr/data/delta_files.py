@@ -1,8 +1,8 @@
 """Parquet files with page checksums, written by the tasks that hold the rows and added to a
 Delta table in one commit from the driver.
 
-Every file this project writes into the lake (request logs from ``generate_logs`` and
-``prepare_public``, quarantined rows) carries a CRC32 in the header of each data page (the
+Every data file of ``request_logs`` (from ``generate_logs`` and ``prepare_public``) and of
+``quarantine`` that this project writes carries a CRC32 in the header of each data page (the
 ``crc`` field of parquet-format's ``PageHeader``). Neither delta-rs' writer (``write_deltalake``)
 nor Ray Data's ``write_delta`` has an option for it, so the files are written with pyarrow's
 writer here and committed with ``create_write_transaction``. Readers verify the checksums
@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 from dnr.schemas import TableSchema
 from dnr.storage import Lake
 
-#: pyarrow ``write_table`` options of every Parquet file this project writes into the lake
+#: pyarrow ``write_table`` options of every file written here (the small registry and
+#: replay-report tables are still written by ``write_deltalake``, without checksums)
 WRITE_OPTIONS = {"compression": "snappy", "write_page_checksum": True}
 
 #: what a writing task sends back to the driver: one row per file it wrote
