@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -231,9 +232,12 @@ class RayHead:
     endpoint and credentials of an :class:`S3Server`. Each process also inherits a variable
     unique to this cluster, by which :meth:`processes` finds them.
 
-    Ray 2.60 turns token auth on for such clusters: ``client_env`` carries ``RAY_AUTH_MODE=token``
-    and the dashboard address for ``ray job submit`` and ``ray list``; the token itself stays in
-    ``~/.ray/auth_token`` (or ``RAY_AUTH_TOKEN_PATH``), never in the environment or a log.
+    The cluster runs with token auth (``RAY_AUTH_MODE=token``), as Ray 2.60 recommends, and a
+    token of its own: a fresh random one in a 0600 file of this cluster, named by
+    ``RAY_AUTH_TOKEN_PATH`` in ``node_env`` and ``client_env`` (the path, never the token, is in
+    the environment; nothing logs it). So a test needs no ``~/.ray/auth_token`` (a fresh machine
+    has none, and ``ray start`` refuses to start without one) and never writes one.
+    ``client_env`` also carries the dashboard address for ``ray job submit`` and ``ray list``.
     """
 
     def __init__(self, num_cpus: int = 4, resources: dict[str, float] | None = None,
@@ -243,8 +247,13 @@ class RayHead:
         self.dashboard_port = free_port()
         self.address = f"127.0.0.1:{self.gcs_port}"
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
-        self.client_env = {"RAY_AUTH_MODE": "token", "RAY_API_SERVER_ADDRESS": self.dashboard_url}
-        self.node_env = {**(env or {}), "RAY_AUTH_MODE": "token", _CLUSTER_MARKER: self.cluster_id}
+        self._token_dir = tempfile.mkdtemp(prefix="raytoken-")
+        token_path = os.path.join(self._token_dir, "auth_token")
+        with os.fdopen(os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
+            f.write(secrets.token_hex(32))
+        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token_path}
+        self.client_env = {**auth, "RAY_API_SERVER_ADDRESS": self.dashboard_url}
+        self.node_env = {**(env or {}), **auth, _CLUSTER_MARKER: self.cluster_id}
         self.head = RayNode(["--head", f"--port={self.gcs_port}", f"--dashboard-port={self.dashboard_port}",
                              "--include-dashboard=true", "--dashboard-host=127.0.0.1",
                              f"--ray-client-server-port={free_port()}"], num_cpus, resources, self.node_env)
@@ -336,6 +345,7 @@ class RayHead:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        shutil.rmtree(self._token_dir, ignore_errors=True)
 
     def __enter__(self) -> "RayHead":
         return self.start()
