@@ -140,8 +140,10 @@ def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
     from dnr.lease import LakeLease
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_ADDRESS", "AWS_"))}
+    # 50 epochs (1,200 steps, minutes): the signal lands in training however late this process,
+    # on a loaded machine, reads the first step's line (the default's 24 steps take 5-10 s)
     job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "train_daily.py"), "--num-cpus", "4",
-                            "train.log_every_steps=1", "gate.enabled=false"],
+                            "train.log_every_steps=1", "train.epochs=50", "gate.enabled=false"],
                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines, training = [], threading.Event()
 
@@ -161,6 +163,7 @@ def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
     finally:
         job.kill()
     assert "[daily] interrupted (Ctrl-C)" in "".join(lines)
+    assert not any("1200/1200 steps" in line for line in lines)  # stopped in training, not after it
     lease = LakeLease.read(Lake(str(tmp_path / "lake")), "train_daily/dnr")
     assert lease is not None and lease.released_at is not None
     assert not Registry(Lake(str(tmp_path / "lake"))).versions()

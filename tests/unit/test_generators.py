@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -56,6 +57,33 @@ def test_noise_distributions_have_the_configured_mean():
     gaussian_cfg = DNRConfig(lambda_c=1.0, gaussian_mu=0.3, gaussian_sigma=0.05)
     gauss = build_generator("gaussian", gaussian_cfg, D_MODEL)(labels)
     assert abs(gauss.mean().item() - 0.3) < 0.01 and abs(gauss.std().item() - 0.05) < 0.01
+
+
+def _ks_statistic(samples: torch.Tensor, cdf) -> float:
+    x = samples.flatten().double().sort().values
+    n = x.numel()
+    fitted = cdf(x)
+    above = torch.arange(1, n + 1, dtype=torch.float64) / n - fitted
+    below = fitted - torch.arange(0, n, dtype=torch.float64) / n
+    return max(above.max().item(), below.max().item())
+
+
+def test_default_beta_noise_is_the_arcsine_law_as_the_general_sampler_draws_it():
+    torch.manual_seed(0)
+    arcsine_cdf = lambda x: 2.0 / math.pi * torch.asin(x.sqrt())  # CDF of Beta(1/2, 1/2)
+    fast = build_generator("beta", DNRConfig(lambda_c=1.0), D_MODEL)  # beta_alpha = beta_beta = 0.5
+    assert (fast.alpha, fast.beta) == (0.5, 0.5)
+    draws = fast(torch.zeros(100, 100))  # lambda_c 1: x' = eps
+    general = torch.distributions.Beta(0.5, 0.5).sample((10_000,))
+    # Kolmogorov-Smirnov at n = 10,000: 1.95 / sqrt(n) is the 0.1% critical value
+    assert _ks_statistic(draws, arcsine_cdf) < 0.0195
+    assert _ks_statistic(general, arcsine_cdf) < 0.0195
+    # the test can fail: sin instead of sin^2, or a uniform, is far from the arcsine law
+    assert _ks_statistic(draws.sqrt(), arcsine_cdf) > 0.1
+    assert _ks_statistic(torch.rand(10_000), arcsine_cdf) > 0.1
+    # other parameters take the general sampler
+    skewed = build_generator("beta", DNRConfig(lambda_c=1.0, beta_alpha=0.5, beta_beta=2.0), D_MODEL)
+    assert abs(skewed(torch.zeros(100, 100)).mean().item() - 0.5 / 2.5) < 0.01
 
 
 def test_mlp_output_in_open_interval_and_gradients_reach_phi_only():
