@@ -97,8 +97,8 @@ ROWS: tuple[Row, ...] = (
     # The cheaper-step option (not the default): the synthetic copy for half of each batch.
     Row("DNR-B half synthetic", score_mode="denoise",
         dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.5))),
-    Row("DNR-B 0.4 synthetic", score_mode="denoise",
-        dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.4))),
+    Row("DNR-B 0.3 synthetic", score_mode="denoise",
+        dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.3))),
     # DeGRe on the same backbone size, with score mode add (starts at the retriever order; trained
     # with plain supervision, denoise learns little without DNR's generator: see bench/README.md).
     # The first two rows share one training run.
@@ -443,7 +443,7 @@ def markdown(results: Results, header: str) -> str:
              if d in results.rows and n in results.rows]
     pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", "retriever order")
               if d in results.rows and n in results.rows]
-    pairs += [(option, "DNR-B") for option in ("DNR-B half synthetic", "DNR-B 0.4 synthetic")
+    pairs += [(option, "DNR-B") for option in ("DNR-B half synthetic", "DNR-B 0.3 synthetic")
               if {option, "DNR-B"} <= set(results.rows)]
     if pairs:
         lines += ["", f"N@{K} differences. *seeds*: mean ± std over seeds of the per-seed difference; "

@@ -72,12 +72,12 @@ MODES = {
     # the cheaper-step option (off by default): a synthetic copy for half of each batch
     "dnr_heuristic_half": ["model.score_mode=denoise", "dnr.lambda_e=1000000000", "dnr.synthetic_fraction=0.5"],
     "dnr_adversarial_half": ["model.score_mode=denoise", "dnr.lambda_e=0", "dnr.synthetic_fraction=0.5"],
-    # the same option at 0.4 of each batch
-    "dnr_heuristic_f40": ["model.score_mode=denoise", "dnr.lambda_e=1000000000", "dnr.synthetic_fraction=0.4"],
-    "dnr_adversarial_f40": ["model.score_mode=denoise", "dnr.lambda_e=0", "dnr.synthetic_fraction=0.4"],
+    # the same option at 0.3 of each batch
+    "dnr_heuristic_f30": ["model.score_mode=denoise", "dnr.lambda_e=1000000000", "dnr.synthetic_fraction=0.3"],
+    "dnr_adversarial_f30": ["model.score_mode=denoise", "dnr.lambda_e=0", "dnr.synthetic_fraction=0.3"],
 }
 PIPELINE_MODES = ("prm", "dnr_heuristic", "dnr_adversarial")
-"""Modes also timed through the pipeline (the ``_half`` and ``_f40`` modes only in memory: the 2-worker pass
+"""Modes also timed through the pipeline (the ``_half`` and ``_f30`` modes only in memory: the 2-worker pass
 over the 4-day window has batches for three modes)."""
 BUCKET_MODES = ("dnr_adversarial",)
 """Modes of the bucket comparison: the item table's update is the same in every mode (one
@@ -86,7 +86,7 @@ PIPELINE_TARGET = 0.9
 """Target: the pipeline delivers >= 0.9 of the in-memory step rate."""
 DNR_TARGETS = {"dnr_heuristic": 1.4, "dnr_adversarial": 1.9}
 """Targets of issue 12: a DNR step costs at most this many PRM steps (in memory, median), for
-each stage; a ``_half`` or ``_f40`` mode has its stage's target."""
+each stage; a ``_half`` or ``_f30`` mode has its stage's target."""
 DAILY_STEPS, DAILY_LOG_EVERY = 16, 4
 """run_daily cross-check: 4 log intervals of requests/s; the first holds the start-up."""
 
@@ -334,7 +334,7 @@ def ratios(result: dict) -> dict:
 
 
 def _dnr_target(mode: str) -> float:
-    return DNR_TARGETS[mode.removesuffix("_half").removesuffix("_f40")]
+    return DNR_TARGETS[mode.removesuffix("_half").removesuffix("_f30")]
 
 
 def verdicts(result: dict) -> dict:

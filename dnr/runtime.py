@@ -1,10 +1,26 @@
 """A job process from start to end: the Ray it joins or embeds (:func:`start_ray`: the cluster it
-was submitted to, or an embedded local one), and how it exits (:func:`exit_process`, which any
-process that read a Delta table needs). Both are a job's process lifecycle, hence one module."""
+was submitted to, or an embedded local one), whether Ctrl-C reaches it (:func:`accept_ctrl_c`),
+and how it exits (:func:`exit_process`, which any process that read a Delta table needs). All are
+a job's process lifecycle, hence one module."""
 
 from __future__ import annotations
 
 import os
+import signal
+
+
+def accept_ctrl_c() -> bool:
+    """Unblock SIGINT in this thread's signal mask, before any other thread starts (threads
+    inherit the mask). Returns True if it was blocked.
+
+    A blocked mask is inherited across fork and exec, and Ray blocks SIGINT in the processes it
+    spawns (``ray._private.services``), so a job started from one of them, or from a process
+    that inherited such a mask, would keep SIGINT pending for ever: Ctrl-C and the scheduler's
+    interrupt would do nothing while the run holds the lake's lease. An *ignored* SIGINT (a
+    shell's background job) is a deliberate choice and is left alone.
+    """
+    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    return blocked
 
 
 def start_ray(num_cpus: int | None = None, verbose: bool = False) -> bool:

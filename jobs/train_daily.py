@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnr.config import describe_config, load_config
 from dnr.lease import LeaseHeld
-from dnr.runtime import exit_process, start_ray
+from dnr.runtime import accept_ctrl_c, exit_process, start_ray
 from dnr.storage import Lake
 from dnr.training.daily import run_daily
 from dnr.training.daily_report import result_json, summary_table
@@ -57,6 +57,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    accept_ctrl_c()  # first: every thread started later inherits the mask
     args = parse_args(argv)
     lake = Lake(args.lake)
     demo = not _has_logs(lake)
