@@ -9,18 +9,27 @@ import os
 import signal
 
 
-def accept_ctrl_c() -> bool:
-    """Unblock SIGINT in this thread's signal mask, before any other thread starts (threads
-    inherit the mask). Returns True if it was blocked.
+def accept_ctrl_c() -> list[str]:
+    """Make SIGINT raise ``KeyboardInterrupt`` in this process, whatever it inherited; call it
+    before any other thread starts (threads inherit the mask). Returns what it changed.
 
-    A blocked mask is inherited across fork and exec, and Ray blocks SIGINT in the processes it
-    spawns (``ray._private.services``), so a job started from one of them, or from a process
-    that inherited such a mask, would keep SIGINT pending for ever: Ctrl-C and the scheduler's
-    interrupt would do nothing while the run holds the lake's lease. An *ignored* SIGINT (a
-    shell's background job) is a deliberate choice and is left alone.
+    Two inherited states would make Ctrl-C (and a scheduler's SIGINT) do nothing while a run
+    holds the lake's lease, both seen here:
+
+    * SIGINT *blocked*: Ray blocks it in the processes it spawns (``ray._private.services``),
+      and the mask survives fork and exec.
+    * SIGINT *ignored*: a process started while its parent is inside C's ``system()``, which
+      ignores SIGINT and SIGQUIT while it waits (a job started from the test session had both
+      ignored), or from a shell's background list. A daily run releases its lease and resumes
+      from its checkpoints when interrupted, so it takes Ctrl-C in every case.
     """
-    blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-    return blocked
+    changed = []
+    if signal.SIGINT in signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}):
+        changed.append("unblocked")
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        changed.append("no longer ignored")
+    return changed
 
 
 def start_ray(num_cpus: int | None = None, verbose: bool = False) -> bool:

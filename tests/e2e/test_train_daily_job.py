@@ -144,7 +144,10 @@ def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
     # on a loaded machine, reads the first step's line (the default's 24 steps take 5-10 s)
     job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "train_daily.py"), "--num-cpus", "4",
                             "train.log_every_steps=1", "train.epochs=50", "gate.enabled=false"],
-                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                           cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           # started with SIGINT ignored, as a job started while its parent is in
+                           # C's system() (seen from this test session) or in a background list
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines, training = [], threading.Event()
 
     def read():

@@ -1,5 +1,5 @@
-"""Ctrl-C reaches a job even when it was started with SIGINT blocked, as Ray's own processes
-start their children (``ray._private.services`` blocks SIGINT in a ``preexec_fn``)."""
+"""Ctrl-C reaches a job whatever SIGINT state it inherited: blocked (Ray blocks SIGINT in the
+processes it spawns) or ignored (a parent inside C's ``system()``, or a shell's background list)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 SLEEPER = """
 import sys, time
 if sys.argv[1] == "accept":
     from dnr.runtime import accept_ctrl_c
-    print("was blocked" if accept_ctrl_c() else "was not blocked", flush=True)
+    print(",".join(accept_ctrl_c()) or "nothing", flush=True)
 else:
     print("left as is", flush=True)
 try:
@@ -21,10 +23,15 @@ except KeyboardInterrupt:
     sys.exit(130)
 """
 
+INHERITED = {
+    "blocked": lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}),
+    "ignored": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+}
 
-def _interrupted(mode: str, wait_s: float = 10.0) -> tuple[str, int | None]:
+
+def _interrupted(inherited: str, mode: str, wait_s: float = 10.0) -> tuple[str, int | None]:
     proc = subprocess.Popen([sys.executable, "-c", SLEEPER, mode], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}))
+                            preexec_fn=INHERITED[inherited])
     try:
         said = proc.stdout.readline().strip()
         proc.send_signal(signal.SIGINT)
@@ -37,10 +44,12 @@ def _interrupted(mode: str, wait_s: float = 10.0) -> tuple[str, int | None]:
         proc.wait()
 
 
-def test_a_job_started_with_sigint_blocked_takes_ctrl_c_after_accept_ctrl_c():
-    assert _interrupted("accept") == ("was blocked", 130)
+@pytest.mark.parametrize(("inherited", "changed"), [("blocked", "unblocked"), ("ignored", "no longer ignored")])
+def test_a_job_takes_ctrl_c_after_accept_ctrl_c(inherited, changed):
+    assert _interrupted(inherited, "accept") == (changed, 130)
 
 
-def test_without_it_the_signal_stays_pending():
+@pytest.mark.parametrize("inherited", INHERITED)
+def test_without_it_the_signal_does_nothing(inherited):
     # the failure accept_ctrl_c exists for: the process sleeps through Ctrl-C
-    assert _interrupted("leave", wait_s=2.0) == ("left as is", None)
+    assert _interrupted(inherited, "leave", wait_s=2.0) == ("left as is", None)
