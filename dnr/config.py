@@ -35,6 +35,7 @@ from dnr.config_sections import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
+    ValidationConfig,
 )
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "RERANKER_FAMILIES",
     "SCORE_MODES",
     "TrainConfig",
+    "ValidationConfig",
     "config_from_dict",
     "config_to_dict",
     "config_to_json",
@@ -79,6 +81,8 @@ class JobConfig:
     """Offline replay evaluation and promotion."""
     degre: DeGReConfig = field(default_factory=DeGReConfig)
     """DeGRe evaluator, mining and distillation (model.family=degre)."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """The held-out slice that selects the registered checkpoint and stops the run."""
 
     def __post_init__(self):
         # the one check that spans two sections: a fused optimizer the CPU kernels lack

@@ -179,6 +179,13 @@ class OptimConfig:
     """Learning rate of the item tables (Adagrad normalises each row's step, so it is larger
     than the dense AdamW's). 0.2: the best of 0.01-0.5 with row-wise Adagrad on the synthetic
     validation day (bench/README.md, "Quality")."""
+    warmup_steps: int = 0
+    """Steps of each run over which every learning rate rises linearly from lr/warmup_steps to lr."""
+    lr_decay: str = "none"
+    """After the warm-up, over the rest of the run's steps: none, linear or cosine, down to
+    ``min_lr_ratio`` x lr (dnr.training.schedule)."""
+    min_lr_ratio: float = 0.1
+    """Learning rate at the end of the run's decay, as a fraction of the configured one."""
 
     def __post_init__(self):
         _check(self.embedding_optimizer in EMBEDDING_OPTIMIZERS, "optim.embedding_optimizer",
@@ -188,6 +195,14 @@ class OptimConfig:
         _check(self.generator_lr > 0.0, "optim.generator_lr", self.generator_lr, "must be > 0")
         _check(self.weight_decay >= 0.0, "optim.weight_decay", self.weight_decay, "must be >= 0")
         _check(self.grad_clip >= 0.0, "optim.grad_clip", self.grad_clip, "must be >= 0")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(self.lr_decay in LR_DECAYS, "optim.lr_decay", self.lr_decay,
+               f"must be one of {', '.join(LR_DECAYS)}")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+LR_DECAYS = ("none", "linear", "cosine")
+"""Shapes of the learning rate after the warm-up (dnr.training.schedule)."""
 
 
 EMBEDDING_OPTIMIZERS: dict[str, bool] = {"rowwise_adagrad": True, "adagrad": True, "sgd": True,
@@ -267,6 +282,39 @@ class TrainConfig:
 
 _METRIC = re.compile(r"(?:(?:H|N|M|F1)@[1-9][0-9]*|AUC)")
 """Metric names the gate may name: the per-request metrics of dnr.evaluation.metrics."""
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """The run's own held-out slice: evaluated during training, it picks the checkpoint that is
+    registered and stops the run when it stops improving (dnr.training.validation).
+
+    The slice is a hashed ``fraction`` of the window's valid requests (by request_id, so the
+    same request is held out by every run and on every worker count), never trained on.
+    """
+
+    fraction: float = 0.0
+    """Share of the window's requests held out; 0 turns validation off (the last checkpoint is
+    registered). Held-out requests are never trained on by any version."""
+    every_steps: int = 50
+    """Steps of this run between two evaluations; every epoch's end is evaluated too."""
+    patience: int = 3
+    """Evaluations without an improvement after which the run stops; 0: never stop early."""
+    min_delta: float = 0.0
+    """Smallest rise of the metric that counts as an improvement."""
+    metric: str = "N@6"
+    """What the evaluation compares (the per-request metrics of dnr.evaluation.metrics)."""
+    max_requests: int = 50_000
+    """Held-out requests evaluated at most (split across workers, kept in each one's memory)."""
+
+    def __post_init__(self):
+        _check(0.0 <= self.fraction < 1.0, "validation.fraction", self.fraction, "must be in [0, 1)")
+        _check(self.every_steps >= 1, "validation.every_steps", self.every_steps, "must be >= 1")
+        _check(self.patience >= 0, "validation.patience", self.patience, "must be >= 0 (0: never stop)")
+        _check(self.min_delta >= 0.0, "validation.min_delta", self.min_delta, "must be >= 0")
+        _check(_METRIC.fullmatch(self.metric) is not None, "validation.metric", self.metric,
+               "must be H@K, N@K, M@K, F1@K or AUC")
+        _check(self.max_requests >= 1, "validation.max_requests", self.max_requests, "must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
 """Reading a public interactions file into arrays: MovieLens ``::`` ``.dat``, MovieLens' CSV, or a
-generic ``user,item[,rating[,timestamp]]`` CSV (columns named by a header or taken in that order).
+generic ``user,item[,rating[,timestamp]]`` CSV (columns named by a header or taken in that order);
+and the implicit-feedback split files of NGCF/LightGCN/KGAT-style benchmarks, one line per user.
 
 :func:`detect_format` tells the format from the extension and the first line;
 :func:`load_interactions` reads the file with pyarrow's CSV reader and, when a line does not
 parse, raises :class:`InteractionFileError` naming the file, line and column. Ids are the file's
 own ids; files without timestamps use the row number as the clock. :mod:`dnr.data.public` turns
-the result into request logs.
+the result into request logs. :func:`load_user_lines` reads one split file (``user item item ...``)
+for :mod:`dnr.data.public_lines`.
 """
 
 from __future__ import annotations
@@ -170,3 +172,144 @@ def load_interactions(path: str | Path, fmt: str = "auto") -> Interactions:
         time=time.astype(np.int64),
         fmt=fmt,
     )
+
+
+# ---------------------------------------------------------------- split files: one line per user
+
+
+@dataclass(frozen=True)
+class Lists:
+    """Ragged rows of item ids (CSR): row r is ``items[offsets[r]:offsets[r + 1]]``, in order. A split
+    file's lines, and the per-user and per-request lists :mod:`dnr.data.public_lines` builds from
+    them, with the few vectorised operations it needs (no per-row Python loops)."""
+
+    offsets: np.ndarray  # [R + 1] int64
+    items: np.ndarray  # [N] int64
+
+    @classmethod
+    def from_rows(cls, row: np.ndarray, items: np.ndarray, rows: int) -> "Lists":
+        """From each element's row (ascending) and item."""
+        return cls(np.r_[0, np.cumsum(np.bincount(row, minlength=rows))].astype(np.int64), items)
+
+    @classmethod
+    def stack(cls, parts: list["Lists"]) -> "Lists":
+        """The rows of ``parts`` one after the other."""
+        ends = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + e for p, e in zip(parts, ends)])
+        return cls(offsets.astype(np.int64), np.concatenate([p.items for p in parts]))
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def row(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self)), self.lengths)
+
+    def rank(self) -> np.ndarray:
+        """[N] each element's position within its row."""
+        return np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
+
+    def keys(self, width: int) -> np.ndarray:
+        return self.row() * width + self.items
+
+    def select(self, keep: np.ndarray) -> "Lists":
+        return Lists.from_rows(self.row()[keep], self.items[keep], len(self))
+
+    def take(self, rows: np.ndarray) -> "Lists":
+        lengths = self.lengths[rows]
+        offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        at = np.arange(offsets[-1]) + np.repeat(self.offsets[rows] - offsets[:-1], lengths)
+        return Lists(offsets, self.items[at])
+
+    def slice(self, lo: int, hi: int) -> "Lists":
+        return Lists(self.offsets[lo : hi + 1] - self.offsets[lo], self.items[self.offsets[lo] : self.offsets[hi]])
+
+    def concat(self, other: "Lists") -> "Lists":
+        """Row-wise: row r is this row r followed by the other's row r."""
+        row = np.r_[self.row(), other.row()]
+        order = np.argsort(row, kind="stable")
+        return Lists.from_rows(row[order], np.r_[self.items, other.items][order], len(self))
+
+    def tail(self, n: int) -> "Lists":
+        return self.select(self.rank() >= np.repeat(self.lengths - n, self.lengths))
+
+    def minus(self, other: "Lists", width: int) -> "Lists":
+        """Row-wise set difference, order kept; ``width`` > every item."""
+        return self.select(~np.isin(self.keys(width), other.keys(width)))
+
+    def first_occurrences(self, width: int) -> "Lists":
+        _, first = np.unique(self.keys(width), return_index=True)
+        keep = np.zeros(len(self.items), bool)
+        keep[first] = True
+        return self.select(keep)
+
+    def random_rank(self, key: np.ndarray) -> np.ndarray:
+        """[N] each element's rank within its row when the row is sorted by ``key``."""
+        order = np.lexsort((key, self.row()))
+        rank = np.empty(len(self.items), np.int64)
+        rank[order] = np.arange(len(self.items)) - np.repeat(self.offsets[:-1], self.lengths)
+        return rank
+
+    def padded(self, width: int, pad: int, mapping: np.ndarray) -> np.ndarray:
+        """[R, width] ``mapping`` of the items (rows at most ``width`` long), -1 and the rest = ``pad``."""
+        out = np.full((len(self), width), pad, np.int64)
+        mapped = mapping[self.items]
+        out[self.row(), self.rank()] = np.where(mapped < 0, pad, mapped)
+        return out
+
+
+@dataclass(frozen=True)
+class UserLines:
+    """One split file (``user item item ...`` per line), in file order: line r holds user
+    ``user[r]`` and the file item ids ``items`` row r (possibly none)."""
+
+    path: Path
+    user: np.ndarray  # [U] int64 file user ids, distinct
+    items: Lists  # [U] rows of int64 file item ids
+
+    def __len__(self) -> int:
+        return len(self.items.items)
+
+
+def _bad_token(tokens: list[str]) -> str:
+    """What is wrong with the first token of a line that is not all non-negative integers."""
+    bad = next(t for t in tokens if not (t.isascii() and t.isdigit()))
+    if bad[:1] == "-" and bad[1:].isascii() and bad[1:].isdigit():
+        return f"{bad!r} is a negative id"
+    return f"{bad!r} is not a non-negative integer id"
+
+
+def load_user_lines(path: str | Path) -> UserLines:
+    """Read a split file: whitespace-separated non-negative int ids, the user first; blank lines
+    are skipped. Raises InteractionFileError naming the file, the 1-based line and the bad token
+    for a token that is not a non-negative integer, an id beyond int64 or a repeated user id."""
+    path = Path(path)
+    if not path.is_file():
+        raise InteractionFileError(f"{path}: no such file")
+    users, lengths, items, line_of = [], [], [], {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            tokens = line.split()
+            if not tokens:
+                continue
+            joined = "".join(tokens)  # one C-speed check per line instead of one per token
+            if not (joined.isascii() and joined.isdigit()):
+                raise InteractionFileError(f"{path}, line {lineno}: {_bad_token(tokens)}")
+            if max(map(len, tokens)) > 18:  # 18 digits always fit in int64
+                big = next((t for t in tokens if int(t) >= 1 << 63), None)
+                if big is not None:
+                    raise InteractionFileError(f"{path}, line {lineno}: {big!r} does not fit in int64")
+            user = int(tokens[0])
+            first = line_of.setdefault(user, lineno)
+            if first != lineno:
+                raise InteractionFileError(f"{path}, line {lineno}: user id {tokens[0]!r} repeats line {first}")
+            users.append(user)
+            lengths.append(len(tokens) - 1)
+            items.extend(map(int, tokens[1:]))
+    if not users:
+        raise InteractionFileError(f"{path}: no user lines")
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return UserLines(path, np.array(users, np.int64), Lists(offsets, np.array(items, np.int64)))

@@ -30,7 +30,7 @@ from dnr.storage import Lake
 SUMMARY = pa.schema([
     ("files", pa.list_(pa.string())), ("file_rows", pa.list_(pa.int64())),
     ("bad", pa.int64()), ("reasons", pa.string()),
-    ("staged", pa.string()), ("staged_bytes", pa.int64()),
+    ("staged", pa.string()), ("staged_bytes", pa.int64()), ("holdout", pa.int64()),
 ])
 
 
@@ -69,11 +69,14 @@ def contract_columns(batch: pa.Table) -> pa.Table:
 
 
 def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids: np.ndarray,
-               source_table: str, source_version: int, run_id: str) -> pa.Table:
-    """Validate one block read with ``include_paths``; stage its bad rows; return its summary."""
+               source_table: str, source_version: int, run_id: str, holdout_fraction: float = 0.0
+               ) -> pa.Table:
+    """Validate one block read with ``include_paths``; stage its bad rows; return its summary
+    (with the kept rows that fall in the validation hold-out counted)."""
     per_file = pc.value_counts(batch.column("path")).to_pylist()
     rows = contract_columns(batch)
-    _, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)
+    kept, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)
+    holdout = int(validate.holdout_mask(kept.column(REQUEST_LOGS.col.request_id), holdout_fraction).sum())
     staged, staged_bytes = None, 0
     if bad.num_rows:
         staged, staged_bytes = _stage(lake_root, validate.quarantine_rows(
@@ -82,7 +85,7 @@ def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids
     return pa.table({
         "files": [[f["values"] for f in per_file]], "file_rows": [[f["counts"] for f in per_file]],
         "bad": [bad.num_rows], "reasons": [json.dumps(dict(counted), sort_keys=True)],
-        "staged": [staged], "staged_bytes": [staged_bytes],
+        "staged": [staged], "staged_bytes": [staged_bytes], "holdout": [holdout],
     }, schema=SUMMARY)
 
 
@@ -101,17 +104,20 @@ class ScanTotals:
     reasons: Counter = field(default_factory=Counter)
     staged: list[tuple[str, int, int]] = field(default_factory=list)
     """(file name, bytes, rows) of every staged quarantine file."""
+    holdout: int = 0
+    """Kept rows in the validation hold-out."""
 
     @property
     def rows_read(self) -> int:
         return sum(self.file_rows.values())
 
     def add(self, summary: pa.Table) -> None:
-        for files, counts, bad, reasons, staged, size in zip(*(summary.column(n).to_pylist()
-                                                                for n in SUMMARY.names)):
+        for files, counts, bad, reasons, staged, size, holdout in zip(
+                *(summary.column(n).to_pylist() for n in SUMMARY.names)):
             for path, count in zip(files, counts):
                 self.file_rows[path] = self.file_rows.get(path, 0) + count
             self.bad += bad
+            self.holdout += holdout
             self.reasons.update(json.loads(reasons))
             if staged:
                 self.staged.append((staged, size, bad))

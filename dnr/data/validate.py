@@ -93,6 +93,21 @@ def hash_request_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return pd.util.hash_array(values, categorize=False)
 
 
+_HOLDOUT_MIX = np.uint64(0x9E3779B97F4A7C15)
+"""Odd multiplier (2^64 / golden ratio) that decorrelates the hold-out draw from other uses of
+the id hash (duplicate buckets, bootstrap weights)."""
+
+
+def holdout_mask(ids: pa.Array | pa.ChunkedArray, fraction: float) -> np.ndarray:
+    """[B] bool: the requests of the validation hold-out, a ``fraction`` of the ids chosen by
+    their hash, so a request is held out on every worker count, run and day alike."""
+    if fraction <= 0.0:
+        return np.zeros(len(ids), bool)
+    with np.errstate(over="ignore"):
+        mixed = hash_request_ids(ids) * _HOLDOUT_MIX  # wraps modulo 2^64
+    return (mixed >> np.uint64(11)).astype(np.float64) < fraction * 2.0**53
+
+
 def row_reasons(table: pa.Table, max_list_len: int,
                 duplicate_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(bad [B] bool, reason per row: object array of str, ``None`` for valid rows). Vectorised."""

@@ -63,10 +63,17 @@ class QuarantineReport:
     reasons: dict[str, int]
     duplicate_ids: np.ndarray = field(repr=False)
     """hashes of duplicated request_ids (see :meth:`Window.duplicate_ids`)"""
+    rows_holdout: int = 0
+    """kept rows in the validation hold-out (``validation.fraction``): evaluated, not trained"""
 
     @property
     def rows_kept(self) -> int:
         return self.rows_read - self.rows_quarantined
+
+    @property
+    def rows_train(self) -> int:
+        """kept rows trained on: read = train + hold-out + quarantined"""
+        return self.rows_kept - self.rows_holdout
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class Window:
             batch_size=None, batch_format="numpy")]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
-    def quarantine(self, run_id: str, cfg: DataConfig) -> QuarantineReport:
+    def quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float = 0.0) -> QuarantineReport:
         """Validate every row; append the bad ones to ``quarantine``; count by reason.
 
         Two Ray Data executions: the duplicate scan (the id column alone), then one pass over the
@@ -167,18 +174,20 @@ class Window:
         from every file against the Delta statistics (:class:`~dnr.data.scan.CountMismatchError`
         names the files that differ) and commits the staged files to ``quarantine`` at once.
         A row with several problems counts once in ``rows_quarantined`` and once under each of
-        its reasons in ``reasons``.
+        its reasons in ``reasons``. The same pass counts the kept rows of the validation
+        hold-out (``holdout_fraction``, :func:`~dnr.data.validate.holdout_mask`).
         """
         with self._naming_unreadable_files():
-            return self._quarantine(run_id, cfg)
+            return self._quarantine(run_id, cfg, holdout_fraction)
 
-    def _quarantine(self, run_id: str, cfg: DataConfig) -> QuarantineReport:
+    def _quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float) -> QuarantineReport:
         duplicate_ids = self.duplicate_ids()
         summaries = self.read(include_paths=True).map_batches(
             scan.scan_block, batch_format="pyarrow", batch_size=None,
             fn_kwargs=dict(lake_root=self.lake.root, max_list_len=cfg.max_list_len,
                            duplicate_ids=duplicate_ids, source_table=self.table_uri,
-                           source_version=self.version, run_id=run_id))
+                           source_version=self.version, run_id=run_id,
+                           holdout_fraction=holdout_fraction))
         totals = scan.ScanTotals()
         for summary in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
             totals.add(summary)
@@ -187,7 +196,8 @@ class Window:
         if totals.staged:
             scan.commit_quarantine(self.lake, totals.staged, run_id)
         return QuarantineReport(rows_read=totals.rows_read, rows_quarantined=totals.bad,
-                                reasons=dict(totals.reasons), duplicate_ids=duplicate_ids)
+                                reasons=dict(totals.reasons), duplicate_ids=duplicate_ids,
+                                rows_holdout=totals.holdout)
 
     @contextlib.contextmanager
     def _naming_unreadable_files(self):
@@ -209,17 +219,26 @@ class Window:
                 f"window cannot be read ({listed}). Restore them from the platform's copy or "
                 "re-land their days, then re-run. Nothing was trained.") from error
 
-    def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None):
-        """The window's valid rows, streaming, in the contract schema (what training consumes)."""
+    def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None,
+                  holdout_fraction: float = 0.0, part: str = "train"):
+        """The window's valid rows, streaming, in the contract schema (what training consumes):
+        ``part="train"`` the rows outside the validation hold-out, ``"holdout"`` the rows in it."""
+        if part not in ("train", "holdout"):
+            raise ValueError(f"part={part!r}: one of 'train', 'holdout'")
         return self.read().map_batches(
             _keep_batch, batch_format="pyarrow",
-            fn_kwargs=dict(max_list_len=cfg.max_list_len, duplicate_ids=duplicate_ids),
+            fn_kwargs=dict(max_list_len=cfg.max_list_len, duplicate_ids=duplicate_ids,
+                           holdout_fraction=holdout_fraction, holdout=part == "holdout"),
         )
 
 
-def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None) -> pa.Table:
+def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None,
+                holdout_fraction: float = 0.0, holdout: bool = False) -> pa.Table:
     batch = scan.contract_columns(batch)
     kept, _, _ = validate.split(batch, max_list_len, duplicate_ids)
+    if holdout_fraction > 0.0 or holdout:
+        held = validate.holdout_mask(kept.column(C.request_id), holdout_fraction)
+        kept = kept.filter(pa.array(held if holdout else ~held))
     schema = pa.schema([REQUEST_LOGS.arrow.field(n) for n in kept.column_names])
     return kept.cast(schema)
 

@@ -90,6 +90,16 @@ class TrainingProgress:
     """Times this run resumed from its own checkpoint after a failure (0 for a clean run)."""
     history: list = field(default_factory=list)
     """One entry per completed run: {run_name, window_start, window_end, steps}."""
+    valid_curve: list = field(default_factory=list)
+    """This run's validation: [global_step, metric] per evaluation (dnr.training.validation)."""
+    valid_best: float | None = None
+    """Best validation metric of this run after a step (None: not evaluated yet)."""
+    valid_best_step: int = 0
+    """Global step of ``valid_best``: the checkpoint the run registers."""
+    valid_since_best: int = 0
+    """Evaluations since ``valid_best`` without an improvement (the patience counter)."""
+    stopped_early: bool = False
+    """The run stopped when validation stopped improving (before its last epoch's end)."""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

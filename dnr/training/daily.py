@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
 from dnr.training.progress import TrainProgress
+from dnr.training.validation import SCORE_KEY, VALID_DATASET
 from dnr.training.worker_spec import Lineage, WorkerSpec
 
 
@@ -45,6 +47,9 @@ class DailyResult:
     table_version: int | None = None
     rows_read: int = 0
     rows_quarantined: int = 0
+    rows_holdout: int = 0
+    """Kept rows held out for validation (``validation.fraction``): read = trained + held out
+    + quarantined."""
     quarantine_reasons: dict | None = None
     global_step: int = 0
     metrics: dict | None = None
@@ -213,14 +218,20 @@ def _scan(day: _Day) -> tuple[Window, QuarantineReport, int]:
     data = Window.open(day.lake, start, end, version=version)
     say(f"[daily] ds={result.ds} parent={result.parent_version or '(cold start)'} window={start}..{end} "
         f"table v{version}: {len(data.files)} files, {data.rows_read:,} rows; run {day.run_name}")
-    report = data.quarantine(day.run_name, cfg.data)
-    say(f"[daily] validated: {report.rows_kept:,} kept, {report.rows_quarantined:,} quarantined "
+    report = data.quarantine(day.run_name, cfg.data, cfg.validation.fraction)
+    held = (f" ({report.rows_train:,} to train, {report.rows_holdout:,} held out for validation)"
+            if cfg.validation.fraction else "")
+    say(f"[daily] validated: {report.rows_kept:,} kept{held}, {report.rows_quarantined:,} quarantined "
         f"{report.reasons or ''}")
     if report.rows_kept == 0:
         raise ValueError(f"every row of {start}..{end} was quarantined: {report.reasons}")
+    if report.rows_train == 0:
+        raise ValueError(f"validation.fraction={cfg.validation.fraction} held out all "
+                         f"{report.rows_kept:,} kept rows of {start}..{end}: nothing to train on")
     result.rows_read, result.rows_quarantined = report.rows_read, report.rows_quarantined
+    result.rows_holdout = report.rows_holdout
     result.quarantine_reasons = report.reasons
-    steps, full = steps_per_epoch(report.rows_kept, cfg), full_steps_per_epoch(report.rows_kept, cfg)
+    steps, full = steps_per_epoch(report.rows_train, cfg), full_steps_per_epoch(report.rows_train, cfg)
     say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
         f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
     if steps < full:  # the version still covers the whole window: the next run starts after it
@@ -239,6 +250,7 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
     from dnr.training.loop import train_loop_per_worker
 
     lake, cfg, result = day.lake, day.cfg, day.result
+    validating = cfg.validation.fraction > 0
     lineage = Lineage(parent_version=result.parent_version, window_start=result.window[0],
                       window_end=result.window[1], table_version=result.table_version,
                       rows_read=report.rows_read, rows_quarantined=report.rows_quarantined)
@@ -258,16 +270,48 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
                 # (each try waits RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) fails the run after 3
                 failure_config=FailureConfig(max_failures=cfg.train.max_failures,
                                              controller_failure_limit=3),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                # with validation: the 2 best by their own validation score, and the latest
+                checkpoint_config=CheckpointConfig(
+                    num_to_keep=2, checkpoint_score_attribute=SCORE_KEY if validating else None),
             ),
-            datasets={"train": data.validated(cfg.data, report.duplicate_ids)},
+            datasets=_datasets(data, cfg, report),
             dataset_config=ingest_config(cfg),
         ))
     if fit.checkpoint is None:
         raise RuntimeError(f"run {day.run_name} finished without a checkpoint: {fit.error}")
-    metrics = {k: v for k, v in (fit.metrics or {}).items() if isinstance(v, (int, float))}
-    _account(day, metrics, report.rows_kept, steps)
-    return ("s3://" + fit.checkpoint.path) if lake.is_s3 else fit.checkpoint.path, metrics
+    checkpoint, metrics = _registered(fit, validating)
+    _account(day, metrics, report.rows_train, steps)
+    return ("s3://" + checkpoint.path) if lake.is_s3 else checkpoint.path, metrics
+
+
+def _datasets(data: Window, cfg: JobConfig, report: QuarantineReport) -> dict:
+    """The run's Ray Datasets: ``train``, and the validation hold-out when there is one."""
+    fraction = cfg.validation.fraction
+    datasets = {"train": data.validated(cfg.data, report.duplicate_ids, fraction)}
+    if fraction:
+        datasets[VALID_DATASET] = data.validated(cfg.data, report.duplicate_ids, fraction, part="holdout")
+    return datasets
+
+
+def _registered(fit, validating: bool) -> tuple:
+    """(the checkpoint to register, the run's numeric metrics and validation curve).
+
+    Without validation, the last checkpoint. With it, the kept checkpoint with the best
+    validation score of its own weights (the last one when none was scored: an empty hold-out);
+    the metrics are the last report's, with the registered checkpoint's step and score."""
+    last = fit.metrics or {}
+    metrics = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    if not validating:
+        return fit.checkpoint, metrics
+    metrics["valid/curve"] = last.get("valid/curve", [])
+    scored = [(c, m) for c, m in (fit.best_checkpoints or [])
+              if isinstance(m.get(SCORE_KEY), float) and math.isfinite(m[SCORE_KEY])]
+    if not scored:
+        return fit.checkpoint, metrics
+    checkpoint, best = max(scored, key=lambda pair: pair[1][SCORE_KEY])
+    metrics.update({"train/last_global_step": metrics.get("global_step", 0),
+                    "global_step": best["global_step"], "valid/registered": best[SCORE_KEY]})
+    return checkpoint, metrics
 
 
 def _account(day: _Day, metrics: dict, kept: int, steps: int) -> None:
@@ -275,6 +319,13 @@ def _account(day: _Day, metrics: dict, kept: int, steps: int) -> None:
     by ``train.max_steps`` or the requests the workers' equal split left out."""
     result, cfg = day.result, day.cfg
     result.phases["checkpoint"] = float(metrics.get("time/checkpoint_s", 0.0))
+    if "valid/registered" in metrics:
+        stopped = "validation stopped the run" if metrics.get("train/stopped_early") else "the run ended"
+        day.say(f"[daily] {stopped} at step {metrics['train/last_global_step']:.0f}; registering the "
+                f"best checkpoint, step {metrics['global_step']:.0f} (validation "
+                f"{day.cfg.validation.metric} {metrics['valid/registered']:.4f})")
+    if metrics.get("train/stopped_early"):  # the last epoch ended early: its requests were not all seen
+        return
     if result.capped:
         metrics.update({"train/steps_per_epoch": steps,
                         "train/steps_per_epoch_uncapped": full_steps_per_epoch(kept, cfg)})

@@ -31,9 +31,11 @@ from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.metrics_log import TensorBoardLogger
 from dnr.training.progress import WorkerProgress
+from dnr.training.schedule import is_constant, lr_factor
 from dnr.training.sharding import distribute
 from dnr.training.step import (FAMILIES, TrainParts, build_train_parts, reranker_context, train_step,
                                training_phase)
+from dnr.training.validation import Validation
 from dnr.training.worker_spec import WorkerSpec
 
 
@@ -64,7 +66,8 @@ def _start(parts: TrainParts, spec: WorkerSpec) -> ckpt.TrainingProgress:
         loaded = ckpt.load(ckpt.fetch(spec.parent_checkpoint, Lake(spec.lake_root)))
         ckpt.restore(parts, loaded)
         return replace(loaded.progress, run_name=spec.run_name, epoch=0, step_in_epoch=0,
-                       requests_in_epoch=0, seed=seed, restarts=0)
+                       requests_in_epoch=0, seed=seed, restarts=0, valid_curve=[], valid_best=None,
+                       valid_best_step=0, valid_since_best=0, stopped_early=False)
     return ckpt.TrainingProgress(run_name=spec.run_name, seed=seed)
 
 
@@ -152,18 +155,28 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point given to ``TorchTrainer``; ``loop_config`` is :meth:`WorkerSpec.loop_config`."""
     run = _Run.start(WorkerSpec.of(loop_config))
     log = StepLog(run)
-    checkpoints = Checkpointer(run, log.logger)
+    validation = Validation(run, log.logger)
+    checkpoints = Checkpointer(run, log.logger, validation)
     epochs = run.cfg.train.epochs
+    validation.maybe_evaluate()  # the starting point of the curve (the parent's weights)
     for _ in range(run.progress.epoch, epochs):
         epoch = EpochCount()
         for batch in run.batches():
             terms = run.step(batch)
             epoch.requests += batch.num_requests
             log.maybe_log(terms, batch)
-            checkpoints.maybe_checkpoint(epoch, log.last)
+            improved = validation.maybe_evaluate()
+            checkpoints.maybe_checkpoint(epoch, log.last, force=improved)
+            if run.progress.stopped_early:
+                break
         seen = run.end_epoch(epoch)
         log.flush()
+        validation.maybe_evaluate(epoch_end=True)
+        if run.progress.stopped_early and run.progress.epoch < epochs:
+            run.complete()
         checkpoints.report({**log.last, "train/requests_epoch": seen})
+        if run.progress.stopped_early:
+            break
     if run.progress.epoch >= epochs and run.steps_this_run == 0:
         # nothing left to do (the run had already finished): hand back the final checkpoint again
         checkpoints.report(log.last)
@@ -229,6 +242,12 @@ class _Run:
 
     def step(self, batch: RerankBatch) -> dict[str, float]:
         progress, cfg = self.progress, self.cfg
+        if not is_constant(cfg.optim):
+            run_step = progress.epoch * self.spec.steps_per_epoch + progress.step_in_epoch
+            factor = lr_factor(run_step, self.spec.steps_per_epoch * cfg.train.epochs, cfg.optim)
+            for opt in (self.parts.reranker_opt, self.parts.generator_opt, self.parts.evaluator_opt):
+                if opt is not None:
+                    opt.scale_lr(factor)
         terms = take_step(batch, self.parts, progress.global_step, cfg)
         progress.global_step += 1
         progress.step_in_epoch += 1
@@ -239,30 +258,39 @@ class _Run:
     def end_epoch(self, epoch: EpochCount) -> int:
         """Close the epoch in the progress record (the watermark moves after the last one);
         returns the requests every rank trained in it."""
-        progress, lineage = self.progress, self.spec.lineage
+        progress = self.progress
         seen = progress.requests_in_epoch + epoch.take_global()
         progress.requests_seen += seen
         progress.requests_in_epoch, progress.step_in_epoch = 0, 0
         progress.epoch += 1
-        if progress.epoch == self.cfg.train.epochs:  # the run is complete: move the data watermark
-            progress.watermark = lineage.window_end
-            progress.history.append({"run_name": progress.run_name, "steps": self.steps_this_run,
-                                     "window_start": lineage.window_start, "window_end": lineage.window_end})
+        if progress.epoch == self.cfg.train.epochs:
+            self.complete()
         return seen
+
+    def complete(self) -> None:
+        """Mark the run complete (its last epoch ended, or validation stopped it): the data
+        watermark moves to the window's end and a re-run has nothing left to train."""
+        progress, lineage = self.progress, self.spec.lineage
+        progress.epoch = self.cfg.train.epochs
+        progress.watermark = lineage.window_end
+        progress.history.append({"run_name": progress.run_name, "steps": self.steps_this_run,
+                                 "window_start": lineage.window_start, "window_end": lineage.window_end})
 
 
 class Checkpointer:
     """Writes this rank's part of a checkpoint and reports it to Ray Train every
     ``train.checkpoint_every_steps`` steps, and at the end of each epoch."""
 
-    def __init__(self, run: _Run, logger: TensorBoardLogger | None):
+    def __init__(self, run: _Run, logger: TensorBoardLogger | None, validation: Validation):
         self.run, self.every = run, run.cfg.train.checkpoint_every_steps
+        self.validation = validation
         self.logger = logger  # rank 0's TensorBoard writer, synced to the lake with each checkpoint
         self.config_json = config_to_json(run.cfg)
         self.seconds = 0.0  # this attempt's time writing checkpoints (rank 0; uploads not counted)
 
-    def maybe_checkpoint(self, epoch: EpochCount, metrics: dict[str, float]) -> None:
-        if self.every and self.run.progress.global_step % self.every == 0:
+    def maybe_checkpoint(self, epoch: EpochCount, metrics: dict[str, float], force: bool = False) -> None:
+        """Checkpoint when due, or when ``force`` (validation improved: a candidate for "best")."""
+        if force or (self.every and self.run.progress.global_step % self.every == 0):
             # every rank is here at the same step, so the collective is safe
             self.run.progress.requests_in_epoch += epoch.take_global()
             self.report(metrics)
@@ -271,7 +299,8 @@ class Checkpointer:
         import ray.train
 
         run, started = self.run, time.monotonic()
-        metrics = {**metrics, "global_step": run.progress.global_step, "epoch": run.progress.epoch}
+        metrics = {**metrics, "global_step": run.progress.global_step, "epoch": run.progress.epoch,
+                   **self.validation.report_metrics()}
         with tempfile.TemporaryDirectory() as tmp:
             # every rank writes its rows of the tables; Ray Train gathers the parts into one checkpoint
             lineage = {**run.spec.lineage.as_dict(), "global_step": run.progress.global_step}

@@ -14,7 +14,7 @@ dense parameters only: the fused kernel never materialises the table's gradient.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -61,6 +61,22 @@ class ModelOptimizer:
     """The item table's optimizer: plain torch, or TorchRec's fused one (a ``KeyedOptimizer``)."""
     fused: bool = False
     """True when ``embedding`` runs inside the backward (sharded tables)."""
+    base_lrs: list[float] = field(default_factory=list)
+    """The learning rate of every param group (dense, then embedding) as built: what
+    :meth:`scale_lr` multiplies."""
+
+    def __post_init__(self):
+        self.base_lrs = [group["lr"] for group in self._groups()]
+
+    def _groups(self) -> list[dict]:
+        return [g for opt in (self.dense, self.embedding) if opt is not None for g in opt.param_groups]
+
+    def scale_lr(self, factor: float) -> None:
+        """Every group's learning rate = its built one x ``factor`` (the schedule's)."""
+        for group, base in zip(self._groups(), self.base_lrs):
+            group["lr"] = base * factor
+        if self.fused and self.embedding is not None:
+            self.embedding.step()  # a fused optimizer's step() only hands the rate to its kernel
 
     @property
     def param_groups(self) -> list[dict]:

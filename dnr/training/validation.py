@@ -1,0 +1,123 @@
+"""Validation inside a run: the held-out slice scored during training, the best checkpoint kept,
+the run stopped when the metric stops improving.
+
+The slice is the ``valid`` dataset of the run: the window's requests that
+:func:`dnr.data.validate.holdout_mask` holds out (``validation.fraction``), split across the
+workers like the training stream. Each worker reads its part once, at the first evaluation, and
+keeps its batches (at most ``validation.max_requests`` over all workers). An evaluation scores
+them with the reranker in eval mode and adds them into the replay's
+:class:`~dnr.evaluation.metrics.MetricAccumulator` (the same metric code as the gate), whose sums
+are all-reduced: every rank gets the same value, so every rank takes the same decision.
+
+When it is run: at the start of the run (the parent's value, for the curve; never a candidate
+for "best"), every ``validation.every_steps`` steps of the run, and at every epoch's end. An
+evaluation that improves on the run's best by more than ``validation.min_delta`` is followed by a
+checkpoint; after ``validation.patience`` evaluations without one, the run stops. Every
+checkpoint reports ``valid/score`` (the metric of exactly its weights, NaN when they were not
+evaluated), which Ray Train ranks checkpoints by, so the driver registers the best one
+(:func:`dnr.training.daily` ``_registered``), not the last. The curve, the best value and the
+patience counter live in the progress record, so a resumed run keeps them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.distributed as dist
+
+from dnr.evaluation.metrics import MetricAccumulator
+from dnr.evaluation.scoring import metric_ks
+from dnr.training.wrappers import evaluating
+
+VALID_DATASET = "valid"
+SCORE_KEY = "valid/score"
+"""The metric every checkpoint reports for its own weights (Ray Train's score attribute)."""
+
+
+class Validation:
+    """One worker's view of the run's validation (a no-op when ``validation.fraction`` is 0)."""
+
+    def __init__(self, run, logger):
+        self.run, self.logger = run, logger  # logger: rank 0's TensorBoard writer, else None
+        self.cfg = run.cfg.validation
+        self.enabled = self.cfg.fraction > 0.0
+        self.batches = None
+        # the last evaluation (global step, value); a resumed run's comes from its progress record
+        last = run.progress.valid_curve[-1] if run.progress.valid_curve else (None, math.nan)
+        self.evaluated_at, self.value = last[0], last[1]
+
+    def run_step(self) -> int:
+        """Steps of this run done, the same after a resume (it comes from the progress record)."""
+        p = self.run.progress
+        return p.epoch * self.run.spec.steps_per_epoch + p.step_in_epoch
+
+    def maybe_evaluate(self, epoch_end: bool = False) -> bool:
+        """Evaluate when due; returns True when the run's best improved (a checkpoint should follow)."""
+        p = self.run.progress
+        if not self.enabled or self.evaluated_at == p.global_step:
+            return False
+        start = self.run_step() == 0 and not p.valid_curve
+        if not (start or epoch_end or self.run_step() % self.cfg.every_steps == 0):
+            return False
+        return self._evaluate(candidate=not start)
+
+    def _evaluate(self, candidate: bool) -> bool:
+        p, cfg = self.run.progress, self.cfg
+        self.value, self.evaluated_at = self.score(), p.global_step
+        p.valid_curve.append([p.global_step, self.value])
+        improved = candidate and math.isfinite(self.value) and (
+            p.valid_best is None or self.value > p.valid_best + cfg.min_delta)
+        if improved:
+            p.valid_best, p.valid_best_step, p.valid_since_best = self.value, p.global_step, 0
+        elif candidate:
+            p.valid_since_best += 1
+            p.stopped_early = bool(cfg.patience) and p.valid_since_best >= cfg.patience
+        if self.logger is not None:
+            self.logger.log(p.global_step, {f"valid/{cfg.metric}": self.value,
+                                            f"valid/best_{cfg.metric}": p.valid_best or math.nan})
+        return improved
+
+    def score(self) -> float:
+        """The validation metric of the reranker as it is now (a collective: every rank calls it)."""
+        if self.batches is None:
+            self.batches = self._load()
+        acc = MetricAccumulator(ks=metric_ks((self.cfg.metric,)))
+        model = self.run.parts.reranker
+        with torch.no_grad(), evaluating(model):
+            for batch in self.batches:
+                logits = model(batch).float()
+                logits = torch.where(torch.isfinite(logits), logits, torch.full_like(logits, -torch.inf))
+                acc.update(logits.cpu(), batch.labels.cpu(), (batch.mask & batch.label_mask).cpu())
+        acc.all_reduce()
+        return acc.compute()[self.cfg.metric]
+
+    def _load(self) -> list:
+        """This worker's held-out batches, at most its share of ``validation.max_requests``, the
+        same number on every rank (a sharded lookup is a collective: all ranks run each batch)."""
+        import ray.train
+
+        from dnr.training.loop import device_batches
+
+        run = self.run
+        cap = math.ceil(self.cfg.max_requests / run.world)
+        batches, requests = [], 0
+        for batch in device_batches(ray.train.get_dataset_shard(VALID_DATASET), run.cfg.data, run.device):
+            if requests < cap:  # read to the end all the same: the split's other readers wait on it
+                batches.append(batch)
+                requests += batch.num_requests
+        count = torch.tensor([len(batches)], dtype=torch.int64)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(count, op=dist.ReduceOp.MIN)
+        return batches[:int(count.item())]
+
+    def report_metrics(self) -> dict:
+        """What a checkpoint of the current weights reports: its own score, the run's best and curve."""
+        if not self.enabled:
+            return {}
+        p = self.run.progress
+        own = self.value if self.evaluated_at == p.global_step else math.nan
+        return {SCORE_KEY: own, "valid/best": p.valid_best if p.valid_best is not None else math.nan,
+                "valid/best_step": p.valid_best_step, "valid/evaluations": len(p.valid_curve),
+                "valid/curve": [list(point) for point in p.valid_curve],
+                "train/stopped_early": float(p.stopped_early)}
