@@ -35,8 +35,8 @@ from dnr.config_sections import (
     ModelConfig,
     OptimConfig,
     TrainConfig,
-    ValidationConfig,
 )
+from dnr.config_validation import ValidationConfig
 
 __all__ = [
     "DNRConfig",

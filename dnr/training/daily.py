@@ -3,9 +3,11 @@
 For day D: the parent is the production model, else the newest candidate, else the newest
 version rejected on quality alone, else none (cold start; :meth:`Registry.parent_for`). The
 window is every partition after the parent's watermark up to D-1, at most the newest
-``train.max_window_days`` of them, read at the table version pinned now. Validation and quarantine run first, then a ``TorchTrainer`` trains the
-parent's models further on the kept rows, and a ``candidate`` row is registered once the final
-checkpoint is complete. Day D itself is held out: the run ends with its replay evaluation
+``train.max_window_days`` of them, read at the table version pinned now. Row validation and
+quarantine run first, then a ``TorchTrainer`` trains the parent's models further on the kept
+rows, and a ``candidate`` row is registered once the run is complete: its final checkpoint, or
+with ``validation.fraction`` the checkpoint that scored best on the run's hold-out
+(:mod:`dnr.training.validation`). Day D itself is held out: the run ends with its replay evaluation
 against the production model and the retriever order, and the gate's decision is applied to the
 registry when ``gate.auto_promote`` (:mod:`dnr.evaluation.replay`).
 """
@@ -15,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
 from dnr.training.progress import TrainProgress
-from dnr.training.validation import SCORE_KEY, VALID_DATASET
+from dnr.training.validation import SCORE_KEY, VALID_DATASET, registered_checkpoint
 from dnr.training.worker_spec import Lineage, WorkerSpec
 
 
@@ -48,8 +49,7 @@ class DailyResult:
     rows_read: int = 0
     rows_quarantined: int = 0
     rows_holdout: int = 0
-    """Kept rows held out for validation (``validation.fraction``): read = trained + held out
-    + quarantined."""
+    """Kept rows held out for validation: read = trained + held out + quarantined."""
     quarantine_reasons: dict | None = None
     global_step: int = 0
     metrics: dict | None = None
@@ -219,8 +219,7 @@ def _scan(day: _Day) -> tuple[Window, QuarantineReport, int]:
     say(f"[daily] ds={result.ds} parent={result.parent_version or '(cold start)'} window={start}..{end} "
         f"table v{version}: {len(data.files)} files, {data.rows_read:,} rows; run {day.run_name}")
     report = data.quarantine(day.run_name, cfg.data, cfg.validation.fraction)
-    held = (f" ({report.rows_train:,} to train, {report.rows_holdout:,} held out for validation)"
-            if cfg.validation.fraction else "")
+    held = f" ({report.rows_train:,} to train, {report.rows_holdout:,} held out)" if cfg.validation.fraction else ""
     say(f"[daily] validated: {report.rows_kept:,} kept{held}, {report.rows_quarantined:,} quarantined "
         f"{report.reasons or ''}")
     if report.rows_kept == 0:
@@ -279,39 +278,16 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
         ))
     if fit.checkpoint is None:
         raise RuntimeError(f"run {day.run_name} finished without a checkpoint: {fit.error}")
-    checkpoint, metrics = _registered(fit, validating)
+    checkpoint, metrics = registered_checkpoint(fit, validating)
     _account(day, metrics, report.rows_train, steps)
     return ("s3://" + checkpoint.path) if lake.is_s3 else checkpoint.path, metrics
 
 
 def _datasets(data: Window, cfg: JobConfig, report: QuarantineReport) -> dict:
     """The run's Ray Datasets: ``train``, and the validation hold-out when there is one."""
-    fraction = cfg.validation.fraction
-    datasets = {"train": data.validated(cfg.data, report.duplicate_ids, fraction)}
-    if fraction:
-        datasets[VALID_DATASET] = data.validated(cfg.data, report.duplicate_ids, fraction, part="holdout")
-    return datasets
-
-
-def _registered(fit, validating: bool) -> tuple:
-    """(the checkpoint to register, the run's numeric metrics and validation curve).
-
-    Without validation, the last checkpoint. With it, the kept checkpoint with the best
-    validation score of its own weights (the last one when none was scored: an empty hold-out);
-    the metrics are the last report's, with the registered checkpoint's step and score."""
-    last = fit.metrics or {}
-    metrics = {k: v for k, v in last.items() if isinstance(v, (int, float))}
-    if not validating:
-        return fit.checkpoint, metrics
-    metrics["valid/curve"] = last.get("valid/curve", [])
-    scored = [(c, m) for c, m in (fit.best_checkpoints or [])
-              if isinstance(m.get(SCORE_KEY), float) and math.isfinite(m[SCORE_KEY])]
-    if not scored:
-        return fit.checkpoint, metrics
-    checkpoint, best = max(scored, key=lambda pair: pair[1][SCORE_KEY])
-    metrics.update({"train/last_global_step": metrics.get("global_step", 0),
-                    "global_step": best["global_step"], "valid/registered": best[SCORE_KEY]})
-    return checkpoint, metrics
+    parts = {"train": "train", VALID_DATASET: "holdout"} if cfg.validation.fraction else {"train": "train"}
+    return {name: data.validated(cfg.data, report.duplicate_ids, cfg.validation.fraction, part=part)
+            for name, part in parts.items()}
 
 
 def _account(day: _Day, metrics: dict, kept: int, steps: int) -> None:

@@ -155,7 +155,7 @@ def train_loop_per_worker(loop_config: dict) -> None:
     """Entry point given to ``TorchTrainer``; ``loop_config`` is :meth:`WorkerSpec.loop_config`."""
     run = _Run.start(WorkerSpec.of(loop_config))
     log = StepLog(run)
-    validation = Validation(run, log.logger)
+    validation = Validation(run, log.logger, lambda shard: device_batches(shard, run.cfg.data, run.device))
     checkpoints = Checkpointer(run, log.logger, validation)
     epochs = run.cfg.train.epochs
     validation.maybe_evaluate()  # the starting point of the curve (the parent's weights)

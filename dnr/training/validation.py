@@ -15,7 +15,7 @@ evaluation that improves on the run's best by more than ``validation.min_delta``
 checkpoint; after ``validation.patience`` evaluations without one, the run stops. Every
 checkpoint reports ``valid/score`` (the metric of exactly its weights, NaN when they were not
 evaluated), which Ray Train ranks checkpoints by, so the driver registers the best one
-(:func:`dnr.training.daily` ``_registered``), not the last. The curve, the best value and the
+(:func:`registered_checkpoint`), not the last. The curve, the best value and the
 patience counter live in the progress record, so a resumed run keeps them.
 """
 
@@ -38,8 +38,9 @@ SCORE_KEY = "valid/score"
 class Validation:
     """One worker's view of the run's validation (a no-op when ``validation.fraction`` is 0)."""
 
-    def __init__(self, run, logger):
+    def __init__(self, run, logger, batches_of):
         self.run, self.logger = run, logger  # logger: rank 0's TensorBoard writer, else None
+        self.batches_of = batches_of  # dataset shard -> its batches on this worker's device
         self.cfg = run.cfg.validation
         self.enabled = self.cfg.fraction > 0.0
         self.batches = None
@@ -97,12 +98,10 @@ class Validation:
         same number on every rank (a sharded lookup is a collective: all ranks run each batch)."""
         import ray.train
 
-        from dnr.training.loop import device_batches
-
         run = self.run
         cap = math.ceil(self.cfg.max_requests / run.world)
         batches, requests = [], 0
-        for batch in device_batches(ray.train.get_dataset_shard(VALID_DATASET), run.cfg.data, run.device):
+        for batch in self.batches_of(ray.train.get_dataset_shard(VALID_DATASET)):
             if requests < cap:  # read to the end all the same: the split's other readers wait on it
                 batches.append(batch)
                 requests += batch.num_requests
@@ -121,3 +120,25 @@ class Validation:
                 "valid/best_step": p.valid_best_step, "valid/evaluations": len(p.valid_curve),
                 "valid/curve": [list(point) for point in p.valid_curve],
                 "train/stopped_early": float(p.stopped_early)}
+
+
+def registered_checkpoint(fit, validating: bool) -> tuple:
+    """(the checkpoint to register, the run's numeric metrics and validation curve) from a
+    finished ``TorchTrainer`` result.
+
+    Without validation, the last checkpoint. With it, the kept checkpoint with the best
+    validation score of its own weights (the last one when none was scored: an empty hold-out);
+    the metrics are the last report's, with the registered checkpoint's step and score."""
+    last = fit.metrics or {}
+    metrics = {k: v for k, v in last.items() if isinstance(v, (int, float))}
+    if not validating:
+        return fit.checkpoint, metrics
+    metrics["valid/curve"] = last.get("valid/curve", [])
+    scored = [(c, m) for c, m in (fit.best_checkpoints or [])
+              if isinstance(m.get(SCORE_KEY), float) and math.isfinite(m[SCORE_KEY])]
+    if not scored:
+        return fit.checkpoint, metrics
+    checkpoint, best = max(scored, key=lambda pair: pair[1][SCORE_KEY])
+    metrics.update({"train/last_global_step": metrics.get("global_step", 0),
+                    "global_step": best["global_step"], "valid/registered": best[SCORE_KEY]})
+    return checkpoint, metrics

@@ -14,10 +14,9 @@ from ray.train import Checkpoint
 
 from dnr.config import OptimConfig, ValidationConfig, load_config
 from dnr.data.validate import holdout_mask
-from dnr.training.daily import _registered
 from dnr.training.optimizers import ModelOptimizer
 from dnr.training.schedule import lr_factor
-from dnr.training.validation import SCORE_KEY
+from dnr.training.validation import SCORE_KEY, registered_checkpoint
 
 
 def test_warmup_then_cosine_decay_reaches_the_floor_at_the_last_step():
@@ -64,16 +63,16 @@ def test_the_best_scored_checkpoint_is_registered_not_the_last(tmp_path):
         best_checkpoints=[(other, {"global_step": 4, SCORE_KEY: 0.40}),
                           (best, {"global_step": 2, SCORE_KEY: 0.42}),
                           (last, {"global_step": 6, SCORE_KEY: math.nan})])
-    chosen, metrics = _registered(fit, validating=True)
+    chosen, metrics = registered_checkpoint(fit, validating=True)
     assert chosen is best
     assert metrics["global_step"] == 2 and metrics["train/last_global_step"] == 6
     assert metrics["valid/registered"] == 0.42 and metrics["valid/curve"] == curve
     # without validation: the last one, and only numeric metrics
-    chosen, metrics = _registered(fit, validating=False)
+    chosen, metrics = registered_checkpoint(fit, validating=False)
     assert chosen is last and "valid/curve" not in metrics
     # validation on but nothing scored (an empty hold-out): the last one
     fit.best_checkpoints = [(last, {"global_step": 6, SCORE_KEY: math.nan})]
-    assert _registered(fit, validating=True)[0] is last
+    assert registered_checkpoint(fit, validating=True)[0] is last
 
 
 @pytest.mark.parametrize("override, field", [
