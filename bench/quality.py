@@ -3,22 +3,28 @@
     python bench/quality.py --dataset synthetic --seeds 0 1 2
     python bench/quality.py --dataset ml-latest-small \
         --ratings ../shared/data/ml-latest-small/ratings.csv --seeds 0 1 2 3 4
+    python bench/quality.py --lake s3://bucket/lake --eval-ds 2024-01-05 --seeds 0 1 2
 
-No Ray and no lake: this measures the method, not the system. Each dataset is split by time:
-rerankers train on the earlier days and are evaluated on later held-out day(s). ``--split valid``
-instead holds out the last *training* day(s) and never touches the test days: tune with it.
+No Ray: this measures the method, not the system. Each dataset is split by time: rerankers
+train on the earlier days and are evaluated on later held-out day(s). ``--split valid`` instead
+holds out the last *training* day(s) and never touches the test days: tune with it. ``--lake``
+runs the same rows on any ``request_logs`` table (local path or s3://): evaluated on the day
+``--eval-ds``, trained on ``--train-days`` (default: every ds before it); only those days'
+files are read.
 
 Every trained row gets the same budget (steps, batch size, learning rate, data order) from the
 dataset's preset; a seed fixes the model initialisation, the training order and the noise draws.
 Rows: the retriever order (no training), PRM with each naive score mode, DNR-G, DNR-B, three
 ablations of DNR-B, the DeGRe rows (evaluator-only greedy, the generator distilled from
 beam-mined dense targets, the generator without dense supervision) and on synthetic data the
-oracle order from ``true_click_prob``. ``--rows`` picks a subset and ``--tag`` names its files.
+oracle order from ``true_click_prob`` where the evaluation day has it. ``--rows`` picks a subset
+and ``--tag`` names its files.
 
-Writes ``bench/results/quality_<dataset>.md`` (mean ± std over seeds, plus a paired bootstrap
-of the N@6 differences over test requests, and the cost of each trained row: training time per
-step, inference time per request, DeGRe's mining time per request) and ``quality_<dataset>.json``
-(per-seed numbers).
+Writes ``bench/results/quality_<dataset>.md`` (``quality_lake_<eval-ds>.md`` for a lake: mean ±
+std over seeds, each row's N@6 relative to the retriever order, paired bootstraps of the N@6
+differences over the evaluation requests, and the cost of each trained row: training time per
+step, inference time per request, DeGRe's mining time per request) and the ``.json`` next to it
+(per-seed numbers and the intervals).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import math
 import platform
 import sys
 import time
@@ -37,22 +44,28 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import torch
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.arrow_lists import flat_values, list_layout
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
+from dnr.data.validate import SchemaError, check_schema, hash_request_ids
 from dnr.data.validate import split as validate_split
+from dnr.evaluation.bootstrap import DeltaInterval, PairedBootstrap, poisson_weights
 from dnr.evaluation.metrics import MetricAccumulator, per_request_metrics
 from dnr.models.degre_search import evaluator_ranking
 from dnr.schemas import REQUEST_LOGS
+from dnr.storage import Lake
 from dnr.training.step import TrainParts, build_train_parts, mine, train_step
 
 C = REQUEST_LOGS.col
 K = 6
 METRICS = (f"H@{K}", f"N@{K}", f"M@{K}", f"F1@{K}", "AUC")
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+REPLICATES, CONFIDENCE = 2000, 0.95
+"""The paired bootstrap of the N@K differences: Poisson replicates and interval coverage."""
 
 
 # ------------------------------------------------------------------------------------ the rows
@@ -111,6 +124,8 @@ ROW_BY_NAME = {row.name: row for row in ROWS}
 NAIVE_ROWS = ("PRM concat", "PRM add", "PRM weight")
 DNR_ROWS = ("DNR-G", "DNR-B")
 DEGRE_ROWS = ("DeGRe evaluator greedy", "DeGRe generator", "DeGRe generator w/o dense")
+BASELINE = "retriever order"
+"""The row every other is measured against in the main table (no training: what is served today)."""
 
 
 # ------------------------------------------------------------------------------------ presets
@@ -166,6 +181,9 @@ class PublicData:
     test_days: int = 6
 
 
+DATASETS = ("synthetic", "ml-latest-small")
+"""``--dataset``: the built-in data (``--lake`` is the alternative)."""
+
 PRESETS: dict[str, BenchConfig] = {
     "synthetic": BenchConfig(
         data=DataConfig(max_list_len=50, history_len=30, num_buckets=1 << 15, batch_size=64),
@@ -190,6 +208,11 @@ PRESETS: dict[str, BenchConfig] = {
         switch_fraction=0.4,
     ),
 }
+# Any lake: the synthetic budget, with the daily job's default 2^18 id buckets (DataConfig): a real
+# catalogue has 10^5-10^6 items, which would share buckets heavily in the synthetic 2^15, and the
+# daily run's models see the same collisions.
+PRESETS["lake"] = dataclasses.replace(
+    PRESETS["synthetic"], data=dataclasses.replace(PRESETS["synthetic"].data, num_buckets=1 << 18))
 
 
 # ------------------------------------------------------------------------------------ data
@@ -245,6 +268,76 @@ def public_table(ratings: str) -> pa.Table:
     from dnr.data.public import PublicDataConfig, build_request_logs
 
     return build_request_logs(load_interactions(ratings), PublicDataConfig()).table
+
+
+class LakeError(ValueError):
+    """A lake without request_logs, or a day it cannot serve: a usage error, not a crash."""
+
+
+def lake_days(present: Sequence[str], eval_ds: str, train_days: Sequence[str] | None, valid: bool,
+              where: str) -> tuple[tuple[str, ...], str]:
+    """(training days, evaluation day) of a lake run, checked against the table's ``present`` ds.
+
+    Default training days: every ds before ``eval_ds``. ``valid``: the last training day becomes
+    the evaluation day and training uses the days before it, so ``eval_ds`` is never read.
+    """
+    missing = sorted({eval_ds, *(train_days or ())} - set(present))
+    if missing:
+        span = f"{present[0]}..{present[-1]}, {len(present)} days" if present else "no partitions"
+        raise LakeError(f"ds {', '.join(missing)} not in {where} (it has {span})")
+    train = sorted(set(train_days)) if train_days else [d for d in present if d < eval_ds]
+    late = [d for d in train if d >= eval_ds]
+    if late:  # training on the evaluation day or after it would leak the answers
+        raise LakeError(f"train day(s) {', '.join(late)} not before --eval-ds {eval_ds}")
+    need = 2 if valid else 1  # valid: one of them is evaluated
+    if len(train) < need:
+        raise LakeError(f"{len(train)} training day(s) before {eval_ds} in {where}: the "
+                       f"{'valid' if valid else 'test'} split needs {need}")
+    return (tuple(train[:-1]), train[-1]) if valid else (tuple(train), eval_ds)
+
+
+def days_text(days: Sequence[str]) -> str:
+    """``a..b`` for more than two consecutive days, else the list."""
+    dates = [dt.date.fromisoformat(d) for d in days]
+    consecutive = all((b - a).days == 1 for a, b in zip(dates, dates[1:]))
+    return f"{days[0]}..{days[-1]}" if consecutive and len(days) > 2 else ", ".join(days)
+
+
+def read_days(lake: Lake, delta, days: Sequence[str]) -> pa.Table:
+    """The rows of ``days`` of ``delta`` (the lake's request_logs): the Delta log's partition
+    values prune the files, which pyarrow's own filesystem reads (the way ``Lake.read_table``
+    avoids the exit abort of delta-rs #2184). Sorted by (ds, request_id): the order, hence each
+    seed's data order, does not depend on the file layout."""
+    uri = lake.table_uri("request_logs")
+    filesystem = pafs.SubTreeFileSystem(lake.fs_path(uri), lake.filesystem())
+    data = delta.to_pyarrow_dataset(file_pruning_predicate=[(C.ds, "in", list(days))], filesystem=filesystem)
+    return data.to_table().sort_by([(C.ds, "ascending"), (C.request_id, "ascending")])
+
+
+def lake_split(args: argparse.Namespace, cfg: BenchConfig, log: Callable[[str], None]) -> tuple[Split, str, dict]:
+    """The split of ``--lake``'s request_logs, a sentence on it and its facts for the .json."""
+    from deltalake import DeltaTable
+
+    lake = Lake(args.lake)
+    uri = lake.table_uri("request_logs")
+    if not DeltaTable.is_deltatable(uri, storage_options=lake.storage_options()):
+        raise LakeError(f"no Delta table at {uri}")
+    delta = DeltaTable(uri, storage_options=lake.storage_options())
+    check_schema(pa.schema(delta.schema().to_arrow()), where=uri)
+    version = delta.version()
+    present = sorted({p[C.ds] for p in delta.partitions()})
+    train_days, eval_day = lake_days(present, args.eval_ds, args.train_days, args.split == "valid",
+                                     f"{uri} version {version}")
+    table = keep_valid(read_days(lake, delta, [*train_days, eval_day]), cfg.data.max_list_len, log)
+    split = Split(_select_days(table, train_days), _select_days(table, [eval_day]), train_days,
+                  (eval_day,), args.split)
+    if split.eval.num_rows == 0:
+        raise LakeError(f"no valid request on {eval_day} in {uri} version {version}")
+    items = pc.count_distinct(pc.list_flatten(table[C.candidate_item_ids])).as_py()
+    source = (f"Lake {lake.root}, request_logs version {version}: train days {days_text(train_days)} "
+              f"({len(train_days)} day(s), {split.train.num_rows:,} requests), {split.eval_name} day {eval_day} "
+              f"({split.eval.num_rows:,} requests), {items:,} distinct candidate items.")
+    return split, source, {"lake": lake.root, "table_version": version, "items": items}
 
 
 def keep_valid(table: pa.Table, max_list_len: int, log: Callable[[str], None]) -> pa.Table:
@@ -356,6 +449,9 @@ class Results:
 
     rows: list[str]
     seeds: list[int]
+    request_hashes: np.ndarray
+    """[R] uint64 ``hash_request_ids`` of the evaluation requests, in the order of the per-request
+    arrays (the evaluation table's: ``eval_batches`` slices it in order): the bootstrap's key."""
     metrics: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     per_request: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
     seconds: dict[str, dict[int, float]] = field(default_factory=dict)
@@ -377,7 +473,7 @@ def run_benchmark(split: Split, rows: Sequence[Row], seeds: Sequence[int], cfg: 
                   log: Callable[[str], None] = print) -> Results:
     """Train and evaluate every row for every seed. Fixed rankings are evaluated once and
     repeated for each seed (they do not depend on it)."""
-    results = Results([r.name for r in rows], list(seeds))
+    results = Results([r.name for r in rows], list(seeds), hash_request_ids(split.eval.column(C.request_id)))
     evals = eval_batches(split.eval, cfg)
     eval_requests = sum(b.num_requests for b in evals)
     started = time.monotonic()
@@ -417,53 +513,112 @@ def run_benchmark(split: Split, rows: Sequence[Row], seeds: Sequence[int], cfg: 
 # ------------------------------------------------------------------------------------ reporting
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, rounds: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of a - b over requests and its 95% percentile interval, resampling requests.
+def paired_intervals(deltas: dict[tuple[str, str], np.ndarray], request_hashes: np.ndarray,
+                     chunk: int = 4096) -> dict[tuple[str, str], DeltaInterval]:
+    """Mean of each per-request difference and its interval: the project's paired Poisson
+    bootstrap (``dnr.evaluation.bootstrap``, as in the replay job), ``REPLICATES`` replicates.
 
-    ``a``, ``b``: [R] per-request values (NaN = excluded, at the same requests in both).
+    ``deltas``: (row, baseline) -> [R] per-request difference (NaN = request excluded);
+    ``request_hashes``: [R] the requests' id hashes, which fix the weights: every comparison sees
+    the same resamples, and a re-run gives the same intervals. Weights are [chunk, REPLICATES]
+    at a time, so a large evaluation day does not need R x REPLICATES of memory.
     """
-    keep = ~np.isnan(a) & ~np.isnan(b)
-    diff = a[keep] - b[keep]
-    idx = np.random.default_rng(seed).integers(0, diff.size, size=(rounds, diff.size))
-    means = diff[idx].mean(axis=1)
-    return float(diff.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
+    boots = {key: PairedBootstrap.empty(REPLICATES) for key in deltas}
+    for key, delta in deltas.items():
+        if len(delta) != len(request_hashes):
+            raise ValueError(f"{key}: {len(delta)} per-request values for {len(request_hashes)} requests")
+    for lo in range(0, len(request_hashes), chunk):
+        weights = poisson_weights(request_hashes[lo:lo + chunk], REPLICATES)
+        for key, delta in deltas.items():
+            boots[key].add(delta[lo:lo + chunk], weights)
+    return {key: boot.interval(CONFIDENCE) for key, boot in boots.items()}
 
 
 def seed_mean_per_request(results: Results, row: str) -> np.ndarray:
     return np.mean([results.per_request[row][s] for s in results.seeds], axis=0)
 
 
-def markdown(results: Results, header: str) -> str:
-    """The table (mean ± std over seeds), then each DNR variant against each naive mode."""
-    lines = [header, "", "| row | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+def comparisons(results: Results) -> list[tuple[str, str]]:
+    """(row, baseline) pairs of the differences table: DNR against each naive mode and the
+    retriever order, DeGRe against DNR-B, PRM concat and the retriever order, the cheaper-step
+    options against DNR-B."""
+    have = set(results.rows)
+    pairs = [(d, n) for d in DNR_ROWS for n in (*NAIVE_ROWS, BASELINE) if {d, n} <= have]
+    pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", BASELINE) if {d, n} <= have]
+    pairs += [(o, "DNR-B") for o in ("DNR-B half synthetic", "DNR-B 0.3 synthetic") if {o, "DNR-B"} <= have]
+    return pairs
+
+
+def bootstrap(results: Results) -> dict[tuple[str, str], DeltaInterval]:
+    """The N@K intervals of every comparison and of every row against ``BASELINE``, on the
+    seed-averaged per-request N@K."""
+    pairs = comparisons(results)
+    if BASELINE in results.rows:
+        pairs += [(row, BASELINE) for row in results.rows if row != BASELINE]
+    deltas = {(a, b): seed_mean_per_request(results, a) - seed_mean_per_request(results, b)
+              for a, b in dict.fromkeys(pairs)}
+    return paired_intervals(deltas, results.request_hashes)
+
+
+def ratio_to_baseline(results: Results, row: str) -> float:
+    """The row's mean N@K over the retriever order's (NaN if that is 0)."""
+    base = results.summary(BASELINE, f"N@{K}")[0]
+    return results.summary(row, f"N@{K}")[0] / base if base > 0 else math.nan
+
+
+def interval_text(interval: DeltaInterval) -> str:
+    return f"{interval.mean:+.4f} [{interval.low:+.4f}, {interval.high:+.4f}]"
+
+
+def relative_cells(results: Results, row: str, intervals: dict[tuple[str, str], DeltaInterval]) -> list[str]:
+    """The row's N@K over the retriever order's, and the interval of their difference with its
+    verdict: better / worse when the interval excludes 0, else n.s."""
+    ratio = f"{ratio_to_baseline(results, row):.3f}x"
+    if row == BASELINE:
+        return [ratio, "(reference)"]
+    interval = intervals[(row, BASELINE)]
+    verdict = "better" if interval.low > 0 else "worse" if interval.high < 0 else "n.s."
+    return [ratio, f"{interval_text(interval)} {verdict}"]
+
+
+def markdown(results: Results, header: str,
+             intervals: dict[tuple[str, str], DeltaInterval] | None = None) -> str:
+    """The table (mean ± std over seeds, N@K relative to the retriever order), then each DNR
+    variant against each naive mode. ``intervals``: ``bootstrap(results)``, computed if None."""
+    intervals = bootstrap(results) if intervals is None else intervals
+    relative = [f"N@{K} / retriever", f"N@{K} − retriever [95% CI]"] if BASELINE in results.rows else []
+    lines = [header, "", "| row | " + " | ".join([*METRICS, *relative]) + " |",
+             "|---" * (len(METRICS) + len(relative) + 1) + "|"]
     for row in results.rows:
         cells = [f"{m:.4f} ± {s:.4f}" for m, s in (results.summary(row, metric) for metric in METRICS)]
+        cells += relative_cells(results, row, intervals) if relative else []
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    pairs = [(d, n) for d in DNR_ROWS for n in (*NAIVE_ROWS, "retriever order")
-             if d in results.rows and n in results.rows]
-    pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", "retriever order")
-              if d in results.rows and n in results.rows]
-    pairs += [(option, "DNR-B") for option in ("DNR-B half synthetic", "DNR-B 0.3 synthetic")
-              if {option, "DNR-B"} <= set(results.rows)]
+    bootstrap_note = (f"{CONFIDENCE:.0%} interval of a paired bootstrap over the evaluation requests, "
+                      f"{REPLICATES:,} Poisson replicates keyed by request id as in the replay job "
+                      "(dnr.evaluation.bootstrap)")
+    if relative:
+        lines += ["", f"*N@{K} / retriever*: mean N@{K} over the retriever order's. *N@{K} − retriever*: "
+                      f"seed-averaged per-request difference, {bootstrap_note}; better / worse: the "
+                      "interval excludes 0, n.s.: it does not."]
+    pairs = comparisons(results)
     if pairs:
         lines += ["", f"N@{K} differences. *seeds*: mean ± std over seeds of the per-seed difference; "
                       "*beyond spread*: mean difference > std(DNR) + std(baseline) of the table above. "
-                      "*bootstrap*: seed-averaged per-request difference, 95% interval over "
-                      "2,000 resamples of the evaluation requests.", "",
+                      f"*bootstrap*: seed-averaged per-request difference, {bootstrap_note}.", "",
                   "| comparison | seeds | beyond spread | bootstrap mean [95% CI] |", "|---|---|---|---|"]
-        for dnr_row, base in pairs:
-            per_seed = np.array([results.metrics[dnr_row][s][f"N@{K}"] - results.metrics[base][s][f"N@{K}"]
-                                 for s in results.seeds])
-            spread = results.summary(dnr_row, f"N@{K}")[1] + results.summary(base, f"N@{K}")[1]
-            beyond = ("n/a (1 seed)" if len(per_seed) < 2 else "yes" if per_seed.mean() > spread
-                      else "no (worse)" if per_seed.mean() < -spread else "no")
-            mean, lo, hi = paired_bootstrap(seed_mean_per_request(results, dnr_row),
-                                            seed_mean_per_request(results, base))
-            std = per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0
-            lines.append(f"| {dnr_row} − {base} | {per_seed.mean():+.4f} ± {std:.4f} | {beyond} | "
-                         f"{mean:+.4f} [{lo:+.4f}, {hi:+.4f}] |")
+        lines += [difference_line(results, row, base, intervals[(row, base)]) for row, base in pairs]
     lines += cost_lines(results)
     return "\n".join(lines) + "\n"
+
+
+def difference_line(results: Results, row: str, base: str, interval: DeltaInterval) -> str:
+    per_seed = np.array([results.metrics[row][s][f"N@{K}"] - results.metrics[base][s][f"N@{K}"]
+                         for s in results.seeds])
+    spread = results.summary(row, f"N@{K}")[1] + results.summary(base, f"N@{K}")[1]
+    beyond = ("n/a (1 seed)" if len(per_seed) < 2 else "yes" if per_seed.mean() > spread
+              else "no (worse)" if per_seed.mean() < -spread else "no")
+    std = per_seed.std(ddof=1) if len(per_seed) > 1 else 0.0
+    return f"| {row} − {base} | {per_seed.mean():+.4f} ± {std:.4f} | {beyond} | {interval_text(interval)} |"
 
 
 def cost_lines(results: Results) -> list[str]:
@@ -488,7 +643,10 @@ def cost_lines(results: Results) -> list[str]:
     return lines
 
 
-def to_json(results: Results, meta: dict) -> dict:
+def to_json(results: Results, meta: dict,
+            intervals: dict[tuple[str, str], DeltaInterval] | None = None) -> dict:
+    """Per-seed numbers; ``vs_retriever`` and ``comparisons``: the N@K intervals of the tables."""
+    intervals = bootstrap(results) if intervals is None else intervals
     return {
         "meta": meta,
         "seeds": results.seeds,
@@ -498,6 +656,9 @@ def to_json(results: Results, meta: dict) -> dict:
                   for s in results.seeds}
             for row in results.rows
         },
+        "vs_retriever": {row: {"ratio": ratio_to_baseline(results, row), **intervals[(row, b)].to_dict()}
+                         for (row, b) in intervals if b == BASELINE},
+        "comparisons": {f"{row} − {base}": intervals[(row, base)].to_dict() for row, base in comparisons(results)},
     }
 
 
@@ -552,10 +713,26 @@ def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[i
     )
 
 
+def ds_value(value: str) -> str:
+    """argparse type of a ds: a YYYY-MM-DD date, kept as the partition string."""
+    try:
+        dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a YYYY-MM-DD ds") from None
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", choices=sorted(PRESETS), required=True)
-    p.add_argument("--ratings", help="ratings.csv (ml-latest-small only)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", choices=DATASETS)
+    source.add_argument("--lake", help="lake root (local path or s3://...) whose request_logs to use")
+    p.add_argument("--ratings", help="ratings.csv (--dataset ml-latest-small only)")
+    p.add_argument("--eval-ds", type=ds_value, help="--lake: the day evaluated (test split)")
+    p.add_argument("--train-days", type=ds_value, nargs="+", metavar="DS",
+                   help="--lake: the days trained on (default: every ds before --eval-ds)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="budget and model size (default: the dataset's; lake for --lake)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="valid: evaluate on the last training day(s); the test days are not read")
@@ -571,13 +748,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--switch-fraction", type=float, help="lambda_e as a fraction of the steps")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md and .json go")
-    p.add_argument("--tag", default="", help="file name suffix: quality_<dataset>[_valid][_<tag>].md")
-    return p.parse_args(argv)
+    p.add_argument("--tag", default="", help="file name suffix: quality_<dataset or lake_<eval-ds>>"
+                                             "[_valid][_<tag>].md")
+    args = p.parse_args(argv)
+    if args.lake is not None and args.eval_ds is None:
+        p.error("--lake needs --eval-ds (the day to evaluate; --split valid: the day after the one evaluated)")
+    if args.lake is not None and args.ratings:
+        p.error("--ratings applies to --dataset ml-latest-small, not to --lake")
+    if args.dataset is not None and (args.eval_ds or args.train_days):
+        p.error(f"--eval-ds and --train-days apply to --lake, not to --dataset {args.dataset} (whose days are fixed)")
+    if args.dataset == "ml-latest-small" and not args.ratings:
+        p.error("--dataset ml-latest-small needs --ratings")
+    args.preset = args.preset or args.dataset or "lake"
+    return args
 
 
 def configure(args: argparse.Namespace) -> BenchConfig:
-    """The dataset's preset with the command-line overrides."""
-    cfg = PRESETS[args.dataset]
+    """The preset with the command-line overrides."""
+    cfg = PRESETS[args.preset]
     dnr = {k: v for k, v in (("lambda_m", args.lambda_m), ("lambda_x", args.lambda_x),
                              ("lambda_c", args.lambda_c)) if v is not None}
     top = {k: v for k, v in (("steps", args.steps), ("switch_fraction", args.switch_fraction)) if v is not None}
@@ -587,9 +775,10 @@ def configure(args: argparse.Namespace) -> BenchConfig:
     return dataclasses.replace(cfg, dnr=dataclasses.replace(cfg.dnr, **dnr), optim=optim, **top)
 
 
-def load_split(args: argparse.Namespace, cfg: BenchConfig, log: Callable[[str], None]) -> tuple[Split, str]:
-    """The dataset's time split and a sentence on where it came from."""
-    valid = args.split == "valid"
+def load_split(args: argparse.Namespace, cfg: BenchConfig, log: Callable[[str], None]) -> tuple[Split, str, dict]:
+    """The time split, a sentence on where it came from and facts for the .json's meta."""
+    if args.lake is not None:
+        return lake_split(args, cfg, log)
     if args.dataset == "synthetic":
         spec = SyntheticData()
         table = synthetic_table(spec)
@@ -598,14 +787,12 @@ def load_split(args: argparse.Namespace, cfg: BenchConfig, log: Callable[[str], 
                   f"requests per training day, {spec.test_requests:,} on the test day.")
         eval_days = 1
     else:
-        if not args.ratings:
-            raise SystemExit("--ratings is required for --dataset ml-latest-small")
         table = public_table(args.ratings)
         eval_days = PublicData().test_days
         source = ("MovieLens ml-latest-small via dnr.data.public (prepare_public defaults: BPR retriever, "
                   f"Platt-calibrated scores, 30 days); last {eval_days} days are the test set.")
     table = keep_valid(table, cfg.data.max_list_len, log)
-    return time_split(table, eval_days, valid), source
+    return time_split(table, eval_days, args.split == "valid"), source, {}
 
 
 def machine() -> str:
@@ -613,36 +800,56 @@ def machine() -> str:
             f"python {platform.python_version()}, torch {torch.__version__}")
 
 
+def applicable_rows(args: argparse.Namespace, split: Split, log: Callable[[str], None]) -> list[Row]:
+    """The rows asked for (default: all), less the oracle where the evaluation day lacks
+    ``true_click_prob`` on any request (real logs have none)."""
+    rows = [ROW_BY_NAME[n] for n in args.rows] if args.rows else list(ROWS)
+    column = split.eval.column(C.true_click_prob) if C.true_click_prob in split.eval.column_names else None
+    missing = split.eval.num_rows if column is None else column.null_count
+    if missing and any(r.scorer == "oracle" for r in rows):
+        rows = [r for r in rows if r.scorer != "oracle"]
+        log(f"no oracle row: true_click_prob is null on {missing:,} of {split.eval.num_rows:,} evaluation requests")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)  # a shared 2-core machine: more threads only add contention
     cfg = configure(args)
     started, cpu_started = time.monotonic(), time.process_time()
-    split, source = load_split(args, cfg, print)
-    rows = [ROW_BY_NAME[n] for n in args.rows] if args.rows else list(ROWS)
-    if split.eval[C.true_click_prob].null_count == split.eval.num_rows:
-        rows = [r for r in rows if r.scorer != "oracle"]  # real data has no oracle
+    try:
+        split, source, facts = load_split(args, cfg, print)
+    except (LakeError, SchemaError) as error:  # the message names the table, day or column: no traceback
+        print(f"quality.py: error: {error}", file=sys.stderr)
+        return 2
+    rows = applicable_rows(args, split, print)
     print(f"data ready in {time.monotonic() - started:.0f}s: {source}")
     print("\n".join(describe(split, cfg, rows, args.seeds)))
 
     results = run_benchmark(split, rows, args.seeds, cfg)
     total, cpu = time.monotonic() - started, time.process_time() - cpu_started
-    header = table_header(args.dataset, split, cfg, args.seeds,
+    name = args.dataset or "lake"
+    header = table_header(name, split, cfg, args.seeds,
                           f"{source} Machine: {machine()}; wall time {total / 60:.1f} min, "
                           f"process CPU time {cpu / 60:.1f} min.")
-    text = markdown(results, header)
+    intervals = bootstrap(results)
+    text = markdown(results, header, intervals)
     print("\n" + text)
-    suffix = ("" if args.split == "test" else "_valid") + (f"_{args.tag}" if args.tag else "")
+    stem = (f"quality_{args.dataset}" if args.dataset else f"quality_lake_{args.eval_ds}") + \
+        ("" if args.split == "test" else "_valid") + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"quality_{args.dataset}{suffix}.md").write_text(text)
-    meta = {"dataset": args.dataset, "split": args.split, "argv": sys.argv[1:] if argv is None else argv,
-            "config": dataclasses.asdict(cfg), "source": source, "machine": machine(),
-            "wall_seconds": round(total, 1), "cpu_seconds": round(cpu, 1), "train_days": split.train_days, "eval_days": split.eval_days}
-    (args.out / f"quality_{args.dataset}{suffix}.json").write_text(
-        json.dumps(to_json(results, meta), indent=1, default=str) + "\n")
-    print(f"wrote {args.out / f'quality_{args.dataset}{suffix}.md'} and .json ({total / 60:.1f} min)")
+    (args.out / f"{stem}.md").write_text(text)
+    meta = {"dataset": name, "preset": args.preset, "split": args.split,
+            "argv": sys.argv[1:] if argv is None else argv, "config": dataclasses.asdict(cfg),
+            "source": source, **facts, "machine": machine(), "wall_seconds": round(total, 1),
+            "cpu_seconds": round(cpu, 1), "train_days": split.train_days, "eval_days": split.eval_days}
+    (args.out / f"{stem}.json").write_text(json.dumps(to_json(results, meta, intervals), indent=1, default=str) + "\n")
+    print(f"wrote {args.out / stem}.md and .json ({total / 60:.1f} min)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from dnr.runtime import exit_process
+
+    # A process that read a Delta table can abort at interpreter exit (delta-rs #2184): flush, _exit.
+    exit_process(main())
