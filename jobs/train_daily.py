@@ -28,7 +28,7 @@ from dnr.training.daily_report import result_json, summary_table
 
 LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores
-EMBEDDED_WORLD = dict(days=4, requests_per_day=2_000)
+EMBEDDED_WORLD = dict(days=4, requests_per_day=15_000)
 DEFAULT_LAKE = "./lake"
 #: exit status when the lake has no request_logs and no demo world was asked for (EX_NOINPUT)
 EXIT_NO_LOGS = 66

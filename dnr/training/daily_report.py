@@ -28,6 +28,13 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
                                      "workers' equal split"))
         rows += [(k.removeprefix("train/"), f"{v:.4f}") for k, v in sorted(result.metrics.items())
                  if k.startswith("train/loss")]
+        if "valid/registered" in result.metrics:
+            m = result.metrics
+            how = "stopped early" if m.get("train/stopped_early") else "ran every epoch"
+            rows.append(("validation", f"{result.rows_holdout:,} held-out requests; registered step "
+                                       f"{m['global_step']:.0f} of {m['train/last_global_step']:.0f} "
+                                       f"(best score {m['valid/registered']:.4f}, "
+                                       f"{len(m.get('valid/curve', []))} evaluations, {how})"))
         phases = ", ".join(f"{k} {v:.0f}s" for k, v in (result.phases or {}).items())
         rows += [("time", f"{result.seconds:.0f}s ({phases})"), ("checkpoint", result.checkpoint_uri),
                  ("tensorboard", f"tensorboard --logdir {result.tensorboard_uri}")]
