@@ -13,8 +13,8 @@ When it is run: at the start of the run (the parent's value, for the curve; neve
 for "best"), every ``validation.every_steps`` steps of the run, and at every epoch's end. An
 evaluation that improves on the run's best by more than ``validation.min_delta`` is followed by a
 checkpoint; after ``validation.patience`` evaluations without one, the run stops. Every
-checkpoint reports ``valid/score`` (the metric of exactly its weights, NaN when they were not
-evaluated), which Ray Train ranks checkpoints by, so the driver registers the best one
+checkpoint reports ``valid/score`` (the metric of exactly its weights, ``UNSCORED`` when they
+were not evaluated), which Ray Train ranks checkpoints by, so the driver registers the best one
 (:func:`registered_checkpoint`), not the last. The curve, the best value and the
 patience counter live in the progress record, so a resumed run keeps them.
 """
@@ -33,6 +33,10 @@ from dnr.training.wrappers import evaluating
 VALID_DATASET = "valid"
 SCORE_KEY = "valid/score"
 """The metric every checkpoint reports for its own weights (Ray Train's score attribute)."""
+UNSCORED = -1.0
+"""``valid/score`` of weights that were not evaluated: below every metric (they are in [0, 1]),
+and finite, because Ray Train stores its checkpoint list as JSON, where NaN comes back as null
+and a resumed controller cannot rank null."""
 
 
 class Validation:
@@ -115,10 +119,11 @@ class Validation:
         if not self.enabled:
             return {}
         p = self.run.progress
-        own = self.value if self.evaluated_at == p.global_step else math.nan
-        return {SCORE_KEY: own, "valid/best": p.valid_best if p.valid_best is not None else math.nan,
+        own = self.value if self.evaluated_at == p.global_step and math.isfinite(self.value) else UNSCORED
+        # None, not NaN, for what is undefined: the metrics end up in JSON (Ray's, the registry's)
+        return {SCORE_KEY: own, "valid/best": p.valid_best,
                 "valid/best_step": p.valid_best_step, "valid/evaluations": len(p.valid_curve),
-                "valid/curve": [list(point) for point in p.valid_curve],
+                "valid/curve": [[step, value if math.isfinite(value) else None] for step, value in p.valid_curve],
                 "train/stopped_early": float(p.stopped_early)}
 
 
@@ -135,7 +140,7 @@ def registered_checkpoint(fit, validating: bool) -> tuple:
         return fit.checkpoint, metrics
     metrics["valid/curve"] = last.get("valid/curve", [])
     scored = [(c, m) for c, m in (fit.best_checkpoints or [])
-              if isinstance(m.get(SCORE_KEY), float) and math.isfinite(m[SCORE_KEY])]
+              if isinstance(m.get(SCORE_KEY), (int, float)) and m[SCORE_KEY] >= 0.0]
     if not scored:
         return fit.checkpoint, metrics
     checkpoint, best = max(scored, key=lambda pair: pair[1][SCORE_KEY])

@@ -21,6 +21,7 @@ from ray.train import TrainingFailedError
 
 from dnr.config import config_from_dict, config_to_dict, load_config
 from dnr.data.synth import make_requests
+from dnr.data.validate import holdout_mask
 from dnr.data.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.registry import Registry
@@ -217,15 +218,20 @@ def test_killed_workers_resume_from_checkpoints_on_the_same_and_on_another_worke
     second loss fails the run (no retries left) and the scheduler resubmits the day on the
     workers it has: 1, killed again, then 2. Each resubmission resumes the run's last checkpoint
     with the table resharded onto the new count (2 -> 1, 1 -> 2), and the epoch trains every
-    request of the window (a few again, never fewer: the skip is by count, ``loop.resume_skip``)."""
+    request of the window (a few again, never fewer: the skip is by count, ``loop.resume_skip``).
+    Validation runs throughout (a 10% hold-out, every 4 steps, never stopping): every attempt
+    keeps the curve it resumed, and the registered checkpoint is the best-scored one."""
     add_days(local_lake, 0, 2, rows=1024)  # trains on day 0 (the newest is the day it serves)
-    base = TINY + NO_REPLAY + ["train.checkpoint_every_steps=2"]
+    held = int(holdout_mask(make_requests(WORLD, DAY0, np.arange(1024))["request_id"], 0.1).sum())
+    trained = 1024 - held
+    base = TINY + NO_REPLAY + ["train.checkpoint_every_steps=2", "validation.fraction=0.1",
+                               "validation.every_steps=4", "validation.patience=0"]
     checkpoints = Path(local_lake.uri("checkpoints"))
     on = {n: load_config(None, base + [f"train.num_workers={n}", f"train.max_failures={n - 1}"])
           for n in (1, 2)}
     batch = on[1].data.batch_size
     for workers, kills in ((2, 2), (1, 1)):
-        with _Killer(ray_cluster, checkpoints, steps_per_epoch(1024, on[workers]) - 2, kills) as killer:
+        with _Killer(ray_cluster, checkpoints, steps_per_epoch(trained, on[workers]) - 2, kills) as killer:
             with pytest.raises(TrainingFailedError):
                 run_daily(local_lake, on[workers], verbose=False)
         assert len(killer.killed_at) == kills, f"the {workers}-worker attempt was killed {killer.killed_at}"
@@ -239,12 +245,18 @@ def test_killed_workers_resume_from_checkpoints_on_the_same_and_on_another_worke
     assert not Registry(local_lake).versions(), "a failed attempt registered a version"
 
     result = run_daily(local_lake, on[2], verbose=False)
-    assert result.status == "trained"
+    assert result.status == "trained" and result.rows_holdout == held
+    metrics = result.metrics
+    curve = metrics["valid/curve"]
+    steps = [step for step, _ in curve]
+    assert steps == sorted(set(steps)), f"an attempt evaluated a step twice or lost the curve: {steps}"
     progress = ckpt.load(result.checkpoint_uri).progress
-    assert progress.restarts == 3 and progress.num_workers == 2 and progress.epoch == 1
-    # 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
-    assert 1024 <= progress.requests_seen < 1024 + 3 * batch
-    assert progress.global_step > steps_per_epoch(1024, on[2])  # the steps of every attempt
+    # the registered checkpoint is the best-scored one; the run's own counters are on the last
+    best_step, best = max(curve[1:], key=lambda point: point[1])
+    assert (progress.global_step, metrics["valid/registered"]) == (best_step, pytest.approx(best))
+    # the epoch trained every request: 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
+    assert trained <= metrics["train/requests_epoch"] < trained + 3 * batch
+    assert metrics["train/last_global_step"] > steps_per_epoch(trained, on[2])  # every attempt's steps
     # the interrupted attempts' checkpoints are gone once the version is registered
     assert [p for p in Path(result.checkpoint_uri).parent.glob("checkpoint_*") if p.is_dir()] == [
         Path(result.checkpoint_uri)]

@@ -51,6 +51,13 @@ def test_early_stopping_registers_the_best_checkpoint_not_the_last(ray_cluster, 
     assert loaded.progress.global_step == 2
     assert loaded.progress.valid_best == pytest.approx(scored[0][1])
 
+    # the curve is in TensorBoard too, one point per evaluation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(local_lake.uri("tensorboard", row.run_name)).Reload()
+    assert [e.step for e in events.Scalars("valid/N@6")] == [step for step, _ in curve]
+    assert [e.value for e in events.Scalars("valid/N@6")] == pytest.approx([v for _, v in curve], rel=1e-6)
+
     # the next day warm-starts from the registered (best) checkpoint and runs with validation too
     nxt = run_daily(local_lake, cfg, ds="2026-02-03", verbose=False)
     assert nxt.status == "trained" and nxt.parent_version == result.version

@@ -3,7 +3,6 @@ the checkpoint to register, and their config checks."""
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,7 +15,7 @@ from dnr.config import OptimConfig, ValidationConfig, load_config
 from dnr.data.validate import holdout_mask
 from dnr.training.optimizers import ModelOptimizer
 from dnr.training.schedule import lr_factor
-from dnr.training.validation import SCORE_KEY, registered_checkpoint
+from dnr.training.validation import SCORE_KEY, UNSCORED, registered_checkpoint
 
 
 def test_warmup_then_cosine_decay_reaches_the_floor_at_the_last_step():
@@ -62,7 +61,7 @@ def test_the_best_scored_checkpoint_is_registered_not_the_last(tmp_path):
         metrics={"global_step": 6, SCORE_KEY: 0.41, "valid/curve": curve, "train/loss_theta": 0.5},
         best_checkpoints=[(other, {"global_step": 4, SCORE_KEY: 0.40}),
                           (best, {"global_step": 2, SCORE_KEY: 0.42}),
-                          (last, {"global_step": 6, SCORE_KEY: math.nan})])
+                          (last, {"global_step": 6, SCORE_KEY: UNSCORED})])
     chosen, metrics = registered_checkpoint(fit, validating=True)
     assert chosen is best
     assert metrics["global_step"] == 2 and metrics["train/last_global_step"] == 6
@@ -71,7 +70,7 @@ def test_the_best_scored_checkpoint_is_registered_not_the_last(tmp_path):
     chosen, metrics = registered_checkpoint(fit, validating=False)
     assert chosen is last and "valid/curve" not in metrics
     # validation on but nothing scored (an empty hold-out): the last one
-    fit.best_checkpoints = [(last, {"global_step": 6, SCORE_KEY: math.nan})]
+    fit.best_checkpoints = [(last, {"global_step": 6, SCORE_KEY: UNSCORED}), (other, {"global_step": 4, SCORE_KEY: None})]
     assert registered_checkpoint(fit, validating=True)[0] is last
 
 
