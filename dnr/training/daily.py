@@ -48,8 +48,7 @@ class DailyResult:
     table_version: int | None = None
     rows_read: int = 0
     rows_quarantined: int = 0
-    rows_holdout: int = 0
-    """Kept rows held out for validation: read = trained + held out + quarantined."""
+    rows_holdout: int = 0  # kept rows held out for validation: read = trained + held out + quarantined
     quarantine_reasons: dict | None = None
     global_step: int = 0
     metrics: dict | None = None
@@ -64,16 +63,13 @@ class DailyResult:
     """promoted | rejected when gate.auto_promote applied the decision."""
     replay_note: str | None = None
     """Why the replay evaluation did not run, when it did not."""
-    capped: str | None = None
-    """Set when train.max_steps stopped the epochs short of the window's rows."""
+    capped: str | None = None  # set when train.max_steps stopped the epochs short of the window
     phases: dict | None = None
     """Wall seconds by phase: scan (open, duplicates, validation, quarantine), train (the fit,
     of which checkpoint: writing them), register, replay."""
-    window_capped: str | None = None
-    """Set when ``train.max_window_days`` cut the oldest days of the window."""
+    window_capped: str | None = None  # set when train.max_window_days cut the window's oldest days
     requests_left_out: int = 0
-    """Kept requests not trained in each epoch: the equal split of the stream across W workers
-    leaves out up to W - 1 (every rank must run the same number of steps)."""
+    """Kept requests not trained in each epoch: the equal split across W workers drops up to W - 1."""
 
 
 def plan_window(partitions: list[str], parent: ModelVersion | None, ds: str) -> tuple[str, str] | None:
@@ -233,9 +229,13 @@ def _scan(day: _Day) -> tuple[Window, QuarantineReport, int]:
     steps, full = steps_per_epoch(report.rows_train, cfg), full_steps_per_epoch(report.rows_train, cfg)
     say(f"[daily] {cfg.train.num_workers} workers x batch {cfg.data.batch_size}: "
         f"{steps} steps per epoch, {cfg.train.epochs} epoch(s)")
+    epochs, cap = cfg.train.epochs, cfg.train.max_steps
     if steps < full:  # the version still covers the whole window: the next run starts after it
-        result.capped = (f"train.max_steps={cfg.train.max_steps} cut each epoch to {steps} of {full} "
+        result.capped = (f"train.max_steps={cap} cut each epoch to {steps} of {full} "
                          f"steps: about {steps / full:.0%} of the window was trained on (a smoke run)")
+    elif cap and full * epochs > cap:  # the cap is on the run's steps, over all its epochs
+        result.capped = f"train.max_steps={cap} cut the run to {cap} of {full * epochs} steps (a smoke run)"
+    if result.capped:
         say(f"[daily] WARNING {result.capped}")
     return data, report, steps
 
@@ -253,7 +253,8 @@ def _train(day: _Day, data: Window, report: QuarantineReport, steps: int,
     lineage = Lineage(parent_version=result.parent_version, window_start=result.window[0],
                       window_end=result.window[1], table_version=result.table_version,
                       rows_read=report.rows_read, rows_quarantined=report.rows_quarantined)
-    with (TrainProgress(steps * cfg.train.epochs) if verbose else contextlib.nullcontext()) as bar:
+    total = min(steps * cfg.train.epochs, cfg.train.max_steps or steps * cfg.train.epochs)
+    with (TrainProgress(total) if verbose else contextlib.nullcontext()) as bar:
         spec = WorkerSpec(config=cfg, lake_root=lake.root, run_name=day.run_name, lineage=lineage,
                           parent_checkpoint=day.parent.checkpoint_uri if day.parent else None,
                           steps_per_epoch=steps, progress_board=bar.board if bar else None)

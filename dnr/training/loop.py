@@ -325,7 +325,8 @@ class StepLog:
         if self.logger is not None:
             self.logger.log(run.progress.global_step, {"data/rows_read": run.spec.lineage.rows_read,
                                                        "data/rows_quarantined": run.spec.lineage.rows_quarantined})
-        total = run.spec.steps_per_epoch * run.cfg.train.epochs or None
+        total = run.spec.steps_per_epoch * run.cfg.train.epochs
+        total = min(total, run.cfg.train.max_steps or total) or None
         self.console = WorkerProgress(total, board=run.spec.progress_board if run.rank == 0 else None)
 
     def maybe_log(self, terms: dict[str, float], batch: RerankBatch) -> None:

@@ -37,7 +37,7 @@ def test_daily_job_on_a_head_and_a_trainer_node_with_the_lake_on_s3(s3_server):
         head.add_worker(num_cpus=2, resources={"trainer": 2})
         job = head.submit(["python", "jobs/train_daily.py", "--lake", lake.root,
                            "--config", "jobs/configs/local.yaml", "train.worker_resource=trainer",
-                           "train.max_steps=3", "data.batch_size=64", *SMALL_MODEL,
+                           "train.max_steps=3", "train.epochs=1", "data.batch_size=64", *SMALL_MODEL,
                            # replay and promotion on S3: test_two_days_in_a_row_on_s3 (suite time)
                            "gate.enabled=false"],
                           cwd=str(REPO))

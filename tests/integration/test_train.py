@@ -254,8 +254,9 @@ def test_killed_workers_resume_from_checkpoints_on_the_same_and_on_another_worke
     # the registered checkpoint is the best-scored one; the run's own counters are on the last
     best_step, best = max(curve[1:], key=lambda point: point[1])
     assert (progress.global_step, metrics["valid/registered"]) == (best_step, pytest.approx(best))
-    # the epoch trained every request: 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
-    assert trained <= metrics["train/requests_epoch"] < trained + 3 * batch
+    # the epoch trained every request (less the one the equal split across 2 workers may drop):
+    # 2 -> 1 trains again under 1 x 64 requests, 1 -> 2 under 2 x 64
+    assert trained - 1 <= metrics["train/requests_epoch"] < trained + 3 * batch
     assert metrics["train/last_global_step"] > steps_per_epoch(trained, on[2])  # every attempt's steps
     # the interrupted attempts' checkpoints are gone once the version is registered
     assert [p for p in Path(result.checkpoint_uri).parent.glob("checkpoint_*") if p.is_dir()] == [
