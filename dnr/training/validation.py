@@ -13,8 +13,8 @@ When it is run: at the start of the run (the parent's value, for the curve; neve
 for "best"), every ``validation.every_steps`` steps of the run, and at every epoch's end. An
 evaluation that improves on the run's best by more than ``validation.min_delta`` is followed by a
 checkpoint; after ``validation.patience`` evaluations without one, the run stops. Every
-checkpoint reports ``valid/score`` (the metric of exactly its weights, ``UNSCORED`` when they
-were not evaluated), which Ray Train ranks checkpoints by, so the driver registers the best one
+checkpoint reports ``valid/score`` (the metric of exactly its weights when they are the run's
+best so far, else ``UNSCORED``), which Ray Train ranks checkpoints by, so the driver registers the best one
 (:func:`registered_checkpoint`), not the last. The curve, the best value and the
 patience counter live in the progress record, so a resumed run keeps them.
 """
@@ -34,7 +34,7 @@ VALID_DATASET = "valid"
 SCORE_KEY = "valid/score"
 """The metric every checkpoint reports for its own weights (Ray Train's score attribute)."""
 UNSCORED = -1.0
-"""``valid/score`` of weights that were not evaluated: below every metric (they are in [0, 1]),
+"""``valid/score`` of weights not evaluated or not the best: below every metric (in [0, 1]),
 and finite, because Ray Train stores its checkpoint list as JSON, where NaN comes back as null
 and a resumed controller cannot rank null."""
 
@@ -119,7 +119,10 @@ class Validation:
         if not self.enabled:
             return {}
         p = self.run.progress
-        own = self.value if self.evaluated_at == p.global_step and math.isfinite(self.value) else UNSCORED
+        # scored only as the run's best: a later checkpoint that scores higher within min_delta is
+        # not an improvement, and must not outrank the one the patience counted from
+        best = self.evaluated_at == p.global_step == p.valid_best_step and p.valid_best is not None
+        own = p.valid_best if best else UNSCORED
         # None, not NaN, for what is undefined: the metrics end up in JSON (Ray's, the registry's)
         return {SCORE_KEY: own, "valid/best": p.valid_best,
                 "valid/best_step": p.valid_best_step, "valid/evaluations": len(p.valid_curve),

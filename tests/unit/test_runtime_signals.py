@@ -10,14 +10,15 @@ import time
 
 import pytest
 
+# the try starts before the line the test waits for: the signal may land while it is printed
 SLEEPER = """
 import sys, time
-if sys.argv[1] == "accept":
-    from dnr.runtime import accept_ctrl_c
-    print(",".join(accept_ctrl_c()) or "nothing", flush=True)
-else:
-    print("left as is", flush=True)
 try:
+    if sys.argv[1] == "accept":
+        from dnr.runtime import accept_ctrl_c
+        print(",".join(accept_ctrl_c()) or "nothing", flush=True)
+    else:
+        print("left as is", flush=True)
     time.sleep(60)
 except KeyboardInterrupt:
     sys.exit(130)
