@@ -8,6 +8,9 @@ Measures, in one run on the same data (L=50 candidates, history 50):
   validation) iterated in batches, collated.
 * ``train step``: one DNR reranker step (denoise, heuristic generator) on the same batches on
   this machine, for the ratio ingest / training the daily job depends on.
+* ``reader``: the wall time of one execution reading the window, with warm Ray workers, through
+  ``Window.read`` (Ray Data's file-list Parquet reader) and through 2.60's default DataSourceV2
+  reader on the same files and options: a fixed cost every daily run pays several times.
 
     python bench/ingest.py --requests 20000
 """
@@ -84,6 +87,30 @@ def bench_ray(window: Window, cfg: DataConfig) -> tuple[float, float, int]:
     return end - start, end - first, n
 
 
+def bench_readers(window: Window, repeats: int) -> dict[str, list[float]]:
+    """Seconds of each of ``repeats`` executions per reader (after one warm-up of each)."""
+    import ray.data
+    from ray.data import DataContext
+
+    from dnr.data import delta_files
+
+    def default_reader():
+        assert DataContext.get_current().use_datasource_v2, "Ray's default reader is DataSourceV2"
+        return ray.data.read_parquet([window.lake.fs_path(f) for f in window.files],
+                                     filesystem=window.lake.filesystem(),
+                                     fragment_scan_options=delta_files.verified_scan_options())
+
+    readers = {"window_read": window.read, "datasource_v2": default_reader}
+    seconds = {name: [] for name in readers}
+    for _ in range(repeats + 1):
+        for name, make in readers.items():
+            start = time.perf_counter()
+            rows = sum(b.num_rows for b in make().iter_batches(batch_size=None, batch_format="pyarrow"))
+            seconds[name].append(time.perf_counter() - start)
+            assert rows == window.rows_read, (name, rows)
+    return {name: values[1:] for name, values in seconds.items()}
+
+
 def bench_train_step(window: Window, cfg: DataConfig, steps: int) -> tuple[float, int]:
     from dnr.training.step import build_train_parts, train_step
 
@@ -102,6 +129,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--train-steps", type=int, default=10)
+    parser.add_argument("--reader-repeats", type=int, default=3)
     parser.add_argument("--out", default="bench/results/ingest.json")
     args = parser.parse_args()
 
@@ -122,9 +150,15 @@ def main() -> None:
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
         DataContext.get_current().enable_progress_bars = False
         total, steady, n_ray = bench_ray(window, cfg)
+        readers = bench_readers(window, args.reader_repeats)
         ray.shutdown()
         print(f"ray-data   : {n_ray / total:10,.0f} requests/s end to end ({total:.1f}s incl. start-up), "
               f"{(n_ray - cfg.batch_size) / steady:,.0f} requests/s after the first batch")
+
+        median = {name: sorted(v)[len(v) // 2] for name, v in readers.items()}
+        print(f"reader     : one execution {median['window_read']:.2f}s (Window.read), "
+              f"{median['datasource_v2']:.2f}s (Ray's DataSourceV2), "
+              f"{median['datasource_v2'] / median['window_read']:.1f}x (median of {args.reader_repeats})")
 
         torch.set_num_threads(2)
         train_s, n_train = bench_train_step(window, cfg, args.train_steps)
@@ -140,6 +174,8 @@ def main() -> None:
         "in_process_rps": in_process, "in_process_stage_share": {k: v / seconds for k, v in stages.items()},
         "ray_data_rps_end_to_end": n_ray / total, "ray_data_rps_steady": (n_ray - cfg.batch_size) / steady,
         "dnr_train_step_rps": train,
+        "read_execution_s": readers,
+        "read_execution_ratio_v2_over_window_read": median["datasource_v2"] / median["window_read"],
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
