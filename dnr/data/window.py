@@ -139,6 +139,9 @@ class Window:
                 filesystem=self.lake.filesystem(),
                 include_paths=include_paths,
                 fragment_scan_options=delta_files.verified_scan_options(),  # page checksums, where written
+                # one read task per file, fused with the map that follows (a Delta day is many
+                # files; splitting a small window's blocks further only schedules more tasks)
+                override_num_blocks=max(1, len(self.files)),
             )
         # projection is pushed down into the Parquet read by Ray Data's optimizer
         return ds.select_columns(columns) if columns else ds
@@ -241,8 +244,9 @@ def _file_list_reader():
     The window's files come from the Delta log, so nothing needs listing. Yet V2 runs a
     ``ListFiles`` task before every read: one execution over a one-file day took 10 s here
     (2-core VM, warm workers; 6 s of it in ``ListFiles`` with 0.1 s of CPU), against 0.5 s
-    with this reader; a daily run executes at least six reads (duplicates, validation, each
-    worker's stream and hold-out, the replay's two). ``python bench/ingest.py`` measures both.
+    with this reader, and 0.15 s with one block per file, which lets Ray fuse the read with the
+    ``map_batches`` after it. A daily run executes at least six reads (duplicates, validation,
+    each worker's stream and hold-out, the replay's two). ``python bench/ingest.py`` times both.
     """
     from ray.data import DataContext
 
