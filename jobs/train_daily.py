@@ -71,15 +71,9 @@ def main(argv=None) -> int:
     cfg = load_config(config_path, args.overrides)
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")
 
-    if demo:
-        from dnr.data.synth import write_request_logs
-        from dnr.data.synth_world import WorldConfig
-
-        print(f"[daily] {lake.table_uri('request_logs')} does not exist: generating a small synthetic "
-              f"world first ({EMBEDDED_WORLD['days']} days x {EMBEDDED_WORLD['requests_per_day']:,} requests)")
-        write_request_logs(lake, WorldConfig(), **EMBEDDED_WORLD)
-
     try:
+        if demo:
+            _write_demo_world(lake, cfg)
         result = run_daily(lake, cfg, ds=args.ds, force=args.force)
     except KeyboardInterrupt:
         print("\n[daily] interrupted (Ctrl-C): the lake's lease is released; run the same command "
@@ -96,6 +90,20 @@ def main(argv=None) -> int:
     if args.json:
         Path(args.json).write_text(result_json(result) + "\n")
     return 0
+
+
+def _write_demo_world(lake: Lake, cfg) -> None:
+    """The demo world, written under the run's own lease: a lake another run holds is refused
+    (``LeaseHeld``) before a byte is written to it."""
+    from dnr.data.synth import write_request_logs
+    from dnr.data.synth_world import WorldConfig
+    from dnr.lease import LakeLease
+
+    with LakeLease(lake, f"train_daily/{cfg.train.model_name}", ttl_s=cfg.train.lease_ttl_s,
+                   owner="train_daily: demo world", renew_every_s=cfg.train.lease_ttl_s / 3):
+        print(f"[daily] {lake.table_uri('request_logs')} does not exist: generating a small synthetic "
+              f"world first ({EMBEDDED_WORLD['days']} days x {EMBEDDED_WORLD['requests_per_day']:,} requests)")
+        write_request_logs(lake, WorldConfig(), **EMBEDDED_WORLD)
 
 
 def _has_logs(lake: Lake) -> bool:

@@ -132,6 +132,8 @@ def test_a_run_overlapping_another_is_refused_with_ex_tempfail(tmp_path):
         job = _run(["--lake", lake.root, "--demo", "--num-cpus", "2"], cwd=tmp_path)
     assert job.returncode == 75, job.stdout[-2000:] + job.stderr[-2000:]
     assert "[daily] not started" in job.stderr and "the 02:00 run" in job.stderr
+    # refused before the demo world was written into the lake the other run holds
+    assert not Path(lake.table_uri("request_logs")).exists()
 
 
 def test_an_empty_lake_that_is_not_the_default_is_refused_not_filled(tmp_path):
