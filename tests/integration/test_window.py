@@ -44,6 +44,25 @@ def test_window_reads_only_its_partitions_at_the_pinned_version(ray_cluster, loc
     assert Window.open(local_lake, "2026-03-02", "2026-03-03").rows_read == 29
 
 
+def test_a_window_read_is_one_fused_task_per_file_with_no_listing_and_leaves_ray_s_default_alone(
+        ray_cluster, local_lake):
+    """The files come from the Delta log: Ray Data's DataSourceV2 reader would first run a
+    file-listing task (~10 s per pass on a loaded 2-core VM, ``bench/ingest.py``)."""
+    from ray.data import DataContext
+
+    _three_days(local_lake)
+    window = Window.open(local_lake, "2026-03-01", "2026-03-03")
+    default = DataContext.get_current().use_datasource_v2
+    validated = window.validated(CFG)
+    assert DataContext.get_current().use_datasource_v2 == default  # only this read is planned so
+    materialized = validated.materialize()
+    assert materialized.count() == 36
+    stats = materialized.stats()
+    assert "ListFiles" not in stats and "ReadFiles" not in stats, stats
+    # the read fused with the validation map: one task per file of the window
+    assert "ReadParquet->MapBatches(_keep_batch): 3 tasks executed" in stats, stats
+
+
 def test_bad_rows_are_quarantined_and_counts_add_up(ray_cluster, local_lake):
     rows = make_rows(10, "2026-03-01") + make_rows(10, "2026-03-02", seed=1)
     rows[1][C.retriever_scores][0] = math.nan
