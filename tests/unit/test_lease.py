@@ -37,10 +37,12 @@ def test_acquire_writes_the_record_and_a_second_run_is_refused_naming_the_holder
 
 
 def test_an_expired_lease_is_taken_over_and_its_old_holder_cannot_renew_or_release(local_lake):
-    crashed = LakeLease(local_lake, NAME, ttl_s=0.2, owner="crashed").acquire()  # never released
+    # a ttl with a margin: a loaded machine (the full suite) once spent more than 0.2 s between
+    # the two acquires, and the first lease had expired before the second one was refused
+    crashed = LakeLease(local_lake, NAME, ttl_s=1.0, owner="crashed").acquire()  # never released
     with pytest.raises(LeaseHeld):
         LakeLease(local_lake, NAME, ttl_s=60).acquire()
-    time.sleep(0.3)
+    time.sleep(max(0.0, crashed.record.expires_at - time.time()) + 0.05)
     with LakeLease(local_lake, NAME, ttl_s=60, owner="tomorrow"):
         with pytest.raises(LeaseLost, match="held by 'tomorrow'"):
             crashed.renew()
@@ -111,9 +113,10 @@ def test_concurrent_threads_exactly_one_wins_a_stale_lease(local_lake):
 
 
 def test_background_renewal_keeps_a_long_run_s_lease(local_lake):
-    with LakeLease(local_lake, NAME, ttl_s=0.4, renew_every_s=0.05, owner="long") as lease:
+    # renewals every 0.1 s keep a 1.5 s lease (a 0.4 s one once lapsed on a loaded machine)
+    with LakeLease(local_lake, NAME, ttl_s=1.5, renew_every_s=0.1, owner="long") as lease:
         first = lease.record.expires_at
-        time.sleep(0.8)  # twice the ttl
+        time.sleep(3.0)  # twice the ttl
         with pytest.raises(LeaseHeld, match="'long'"):
             LakeLease(local_lake, NAME, ttl_s=60).acquire()
         assert lease.record.expires_at > first
