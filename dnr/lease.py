@@ -154,6 +154,12 @@ class LakeLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @classmethod
+    def daily(cls, lake: Lake, model_name: str, ttl_s: float, owner: str) -> "LakeLease":
+        """The daily run's lease on a model line, ``train_daily/<model_name>``, renewed in the
+        background every third of its ttl: what the run and its demo-world set-up both hold."""
+        return cls(lake, f"train_daily/{model_name}", ttl_s=ttl_s, owner=owner, renew_every_s=ttl_s / 3)
+
     @property
     def uri(self) -> str:
         return self._store.uri

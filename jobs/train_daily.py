@@ -99,8 +99,7 @@ def _write_demo_world(lake: Lake, cfg) -> None:
     from dnr.data.synth_world import WorldConfig
     from dnr.lease import LakeLease
 
-    with LakeLease(lake, f"train_daily/{cfg.train.model_name}", ttl_s=cfg.train.lease_ttl_s,
-                   owner="train_daily: demo world", renew_every_s=cfg.train.lease_ttl_s / 3):
+    with LakeLease.daily(lake, cfg.train.model_name, cfg.train.lease_ttl_s, owner="train_daily: demo world"):
         print(f"[daily] {lake.table_uri('request_logs')} does not exist: generating a small synthetic "
               f"world first ({EMBEDDED_WORLD['days']} days x {EMBEDDED_WORLD['requests_per_day']:,} requests)")
         write_request_logs(lake, WorldConfig(), **EMBEDDED_WORLD)

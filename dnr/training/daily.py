@@ -111,9 +111,8 @@ def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = F
     """
     from dnr.lease import LakeLease
 
-    name = f"train_daily/{cfg.train.model_name}"
-    with LakeLease(lake, name, ttl_s=cfg.train.lease_ttl_s, owner=f"run_daily ds={ds or 'newest'}",
-                   renew_every_s=cfg.train.lease_ttl_s / 3) as lease:
+    with LakeLease.daily(lake, cfg.train.model_name, cfg.train.lease_ttl_s,
+                         owner=f"run_daily ds={ds or 'newest'}") as lease:
         return _run_daily(lake, cfg, ds, force, verbose, lease)
 
 
