@@ -2,12 +2,14 @@
 same for a window 4x smaller, with wall time by phase and the peak memory of every process.
 
 For each size: ``jobs/generate_logs.py`` writes ``--days`` days plus the held-out day into a
-fresh lake, then ``jobs/train_daily.py`` (embedded Ray, jobs/configs/local.yaml, one epoch)
-trains on the window, checkpoints, registers and replays the held-out day. While the job runs,
+fresh lake, then ``jobs/train_daily.py`` (embedded Ray, jobs/configs/local.yaml with
+``SCALE_OVERRIDES``: one full epoch, the validation hold-out scored as configured but never
+stopping the run early, so both sizes train on their whole window) trains on the window, checkpoints, registers and replays the held-out day. While the job runs,
 this script samples ``/proc`` (Linux) every half second for the job's process and all of its
 descendants (the embedded Ray: raylet, Train workers, Ray Data tasks, scoring actors):
 ``VmHWM`` (peak resident), and the private (``RssAnon``) and shared (``RssShmem``: object-store
-pages) parts of the resident set at their peaks.
+pages) parts of the resident set at their peaks. The driver's samples are also tagged with the
+phase the job's console was in (``PHASE_MARKERS``), so its peaks are reported per phase.
 
 The costs per request are the differences between the two sizes (the fixed costs, such as Ray
 start-up and a checkpoint of the same model, cancel), and give the projection to 10^8 requests
@@ -37,6 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
 FLAT_TOLERANCE = 0.15
 PROJECTED_REQUESTS = 10**8
+#: applied before the command line's overrides: the same amount of work per request at both sizes
+SCALE_OVERRIDES = ("train.epochs=1", "validation.patience=0")
+#: (phase, text of the console line that starts it), in the order a daily run prints them
+PHASE_MARKERS = (("scan", "[daily] ds="), ("train", " workers x batch "), ("replay", "[replay] "),
+                 ("after", "[daily] replay evaluation"))
 
 
 def _children() -> dict[int, list[int]]:
@@ -89,9 +96,11 @@ def _role(title: str, pid: int, root: int) -> str | None:
 class MemorySampler:
     """Peaks per process of a job's tree, by role (driver, train_worker, raylet, ...)."""
 
-    def __init__(self, root: int, interval_s: float = 0.5):
-        self.root, self.interval_s = root, interval_s
+    def __init__(self, root: int, interval_s: float = 0.5, phase=lambda: "startup"):
+        self.root, self.interval_s, self.phase = root, interval_s, phase
         self.peaks: dict[int, dict] = {}
+        self.driver_by_phase: dict[str, dict[str, int]] = {}
+        """phase -> the driver's largest VmRSS, RssAnon and RssShmem (kB) sampled in it."""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -116,6 +125,10 @@ class MemorySampler:
                     peak["role"], peak["title"] = role, title[:80]
                 for key, value in kb.items():
                     peak[key] = max(peak.get(key, 0), value)
+                if pid == self.root:
+                    phase = self.driver_by_phase.setdefault(self.phase(), {})
+                    for key in ("VmRSS", "RssAnon", "RssShmem"):
+                        phase[key] = max(phase.get(key, 0), kb.get(key, 0))
             self._stop.wait(self.interval_s)
 
     def by_role(self) -> dict[str, list[dict]]:
@@ -128,6 +141,27 @@ class MemorySampler:
         return roles
 
 
+class ConsoleTee:
+    """Copies a job's console to its log file, and knows which phase the job is in."""
+
+    def __init__(self, stream, log: Path):
+        self.stream, self.log, self.current = stream, log, "startup"
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        with open(self.log, "w") as out:
+            for line in self.stream:
+                out.write(line)
+                for phase, marker in PHASE_MARKERS:
+                    if marker in line:
+                        self.current = phase
+                        break
+
+    def join(self):
+        self._thread.join()
+
+
 def run_size(days: int, per_day: int, workdir: Path, overrides: list[str]) -> dict:
     lake = workdir / f"lake_{per_day}"
     started = time.monotonic()
@@ -138,12 +172,14 @@ def run_size(days: int, per_day: int, workdir: Path, overrides: list[str]) -> di
     result_file = workdir / f"result_{per_day}.json"
     log = workdir / f"train_{per_day}.log"
     started = time.monotonic()
-    with open(log, "w") as out:
-        job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "train_daily.py"), "--lake",
-                                str(lake), "--json", str(result_file), *overrides],
-                               stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
-        with MemorySampler(job.pid) as sampler:
-            code = job.wait()
+    job = subprocess.Popen([sys.executable, str(REPO / "jobs" / "train_daily.py"), "--lake",
+                            str(lake), "--json", str(result_file), *overrides],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=workdir,
+                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    console = ConsoleTee(job.stdout, log)
+    with MemorySampler(job.pid, phase=lambda: console.current) as sampler:
+        code = job.wait()
+    console.join()
     wall = time.monotonic() - started
     if code != 0:
         raise SystemExit(f"train_daily.py failed ({code}); see {log}:\n" + log.read_text()[-3000:])
@@ -162,6 +198,8 @@ def run_size(days: int, per_day: int, workdir: Path, overrides: list[str]) -> di
         "scan_requests_per_s": round(result["rows_read"] / phases["scan"], 1),
         "replay_decision": result["replay_decision"],
         "memory_peaks": sampler.by_role(),
+        "driver_by_phase_mb": {phase: {f"{k}_mb": round(v / 1024, 1) for k, v in kb.items()}
+                               for phase, kb in sampler.driver_by_phase.items()},
         "log": str(log),
     }
 
@@ -246,6 +284,16 @@ def markdown(out: dict) -> str:
              for k, v in flat.items() if isinstance(v, dict)]
     rows.append(f"* driver flat within 15%: {flat['driver_flat_within_15pct']}")
     rows.append("")
+    rows.append("| driver by phase (MB: RSS / private / object-store pages) | "
+                + " | ".join(f"{run['window_requests']:,}" for run in (out["big"], out["small"])) + " |")
+    rows.append("|---|---|---|")
+    for phase in ("startup", *(name for name, _ in PHASE_MARKERS)):
+        cells = [run["driver_by_phase_mb"].get(phase) for run in (out["big"], out["small"])]
+        if any(cells):
+            rows.append(f"| {phase} | " + " | ".join(
+                f"{c['VmRSS_mb']:.0f} / {c['RssAnon_mb']:.0f} / {c['RssShmem_mb']:.0f}" if c else "-"
+                for c in cells) + " |")
+    rows.append("")
     rows.append("| train workers | data CPUs | scan h | train h (CPU workers) | replay h |")
     rows.append("|---|---|---|---|---|")
     rows += [f"| {r['train_workers']} | {r['cluster_cpus_for_data']} | {r['scan_h']} | "
@@ -264,9 +312,9 @@ def main(argv=None) -> int:
     per_day = 20_000 if args.quick else 200_000
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="dnr-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    overrides = ["--num-cpus", str(args.num_cpus), *args.overrides]
+    overrides = ["--num-cpus", str(args.num_cpus), *SCALE_OVERRIDES, *args.overrides]
     out = {"command": "python bench/scale.py" + (" --quick" if args.quick else ""),
-           "machine": machine(), "overrides": args.overrides}
+           "machine": machine(), "overrides": [*SCALE_OVERRIDES, *args.overrides]}
     for name, size in (("big", per_day), ("small", per_day // 4)):
         print(f"[scale] {name}: {args.days} days x {size:,} requests (+ a held-out day) in {workdir}",
               flush=True)

@@ -8,9 +8,10 @@
    ``production`` = the production version, or none on a first deployment).
 2. Read day ``ds`` at a pinned table version and validate it with the training code path
    (:class:`dnr.data.window.Window`): bad rows go to ``quarantine``, nothing is dropped silently.
-3. Score every kept request with every arm in a Ray Data actor pool (each actor loads each
-   checkpoint once; one GPU per actor when the training config uses GPUs). Actors return additive
-   sums (:mod:`dnr.evaluation.scoring`); the driver adds them.
+3. Score every kept request with every arm: ``gate.num_scorers`` actors each take one shard
+   of the validated stream (each loads each checkpoint once; one GPU per actor when the
+   training config uses GPUs) and return the additive sums of their shard
+   (:mod:`dnr.evaluation.scoring`); the driver adds one vector per actor.
 4. The gate decides (:mod:`dnr.evaluation.gate`); the report (Markdown + plots) and one row of
    ``replay_reports`` record it; with ``promote=True`` the registry follows the decision
    (promote: candidate -> production and the previous production -> retired in one commit;
@@ -116,19 +117,26 @@ def summarize(state: ReplayState, confidence: float) -> ReplaySummary:
 
 
 def score_day(data, spec: ReplaySpec, lake: Lake, cfg: JobConfig) -> ReplayState:
-    """Stream the validated rows through the scoring actor pool; add the per-batch sums."""
+    """Score the validated rows with ``gate.num_scorers`` actors, one shard of the stream each.
+
+    Each actor adds up its shard and returns one state vector (:meth:`ReplayScorer.score_shard`),
+    so the driver receives ``num_scorers`` vectors whatever the size of the day (a vector per
+    batch was 240 KB per 512 requests: 92 MB of the driver's object-store pages on a
+    200,000-request day, bench/README.md "Scale").
+    """
     import ray
-    import ray.data
 
     use_gpu = cfg.train.use_gpu and ray.cluster_resources().get("GPU", 0) >= 1
-    states = data.map_batches(
-        ReplayScorer, fn_constructor_kwargs=dict(spec=spec, lake_root=lake.root, use_gpu=use_gpu),
-        batch_size=cfg.gate.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=cfg.gate.num_scorers),
-        num_gpus=1 if use_gpu else 0, num_cpus=1,
-    )
-    vectors = (np.asarray(row) for batch in states.iter_batches(batch_size=None, batch_format="pyarrow")
-               for row in batch.column("state").to_numpy(zero_copy_only=False))
+    n = cfg.gate.num_scorers
+    actor = ray.remote(num_cpus=1, num_gpus=1 if use_gpu else 0)(ReplayScorer)
+    scorers = [actor.remote(spec=spec, lake_root=lake.root, use_gpu=use_gpu) for _ in range(n)]
+    try:
+        shards = data.streaming_split(n, equal=False)
+        vectors = ray.get([s.score_shard.remote(shard, cfg.gate.batch_size)
+                           for s, shard in zip(scorers, shards)])
+    finally:
+        for scorer in scorers:
+            ray.kill(scorer)
     return reduce_states(spec, vectors)
 
 

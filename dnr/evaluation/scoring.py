@@ -12,9 +12,10 @@ oracle      ``true_click_prob`` (synthetic data only): the best possible order
 ==========  ==================================================================
 
 Everything a batch contributes is a sum (metric sums and counts, bootstrap sums, histograms),
-packed into one float64 vector by :class:`ReplayState`; the driver adds the vectors of all
-batches and nothing per request ever leaves a scoring actor. :class:`ReplayScorer` is the Ray
-Data callable class: each actor loads every checkpoint once.
+packed into one float64 vector by :class:`ReplayState`. A :class:`ReplayScorer` actor loads
+every checkpoint once, adds up the batches of its shard of the day, and returns one vector: the
+driver receives one vector per actor, whatever the size of the day, and nothing per request
+ever leaves an actor.
 """
 
 from __future__ import annotations
@@ -225,7 +226,12 @@ class ReplayState:
 
 
 class ReplayScorer:
-    """Ray Data callable class: loads the checkpoints once, returns one state row per batch."""
+    """Scores batches with every arm; loads the checkpoints once.
+
+    As a Ray actor, :meth:`score_shard` adds up a whole shard of the day (a Ray Data
+    ``streaming_split`` iterator) and returns one state vector. Called on one table, it returns
+    that table's state as a one-row table.
+    """
 
     def __init__(self, spec: ReplaySpec, lake_root: str, use_gpu: bool = False):
         self.spec = spec
@@ -240,6 +246,13 @@ class ReplayScorer:
         state = ReplayState(self.spec)
         state.update(table, self.models, self.device)
         return pa.table({"state": pa.array([state.to_vector()], pa.list_(pa.float64()))})
+
+    def score_shard(self, shard, batch_size: int) -> np.ndarray:
+        """The state vector of every batch of ``shard`` (a Ray Data ``DataIterator``), added up."""
+        state = ReplayState(self.spec)
+        for table in shard.iter_batches(batch_size=batch_size, batch_format="pyarrow"):
+            state.update(table, self.models, self.device)
+        return state.to_vector()
 
 
 def reduce_states(spec: ReplaySpec, vectors) -> ReplayState:
