@@ -48,6 +48,8 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False) -> bool:
     import ray
     from ray.data import DataContext
 
+    from dnr.data import idle
+
     if ray.is_initialized():
         return False
     embedded = "RAY_ADDRESS" not in os.environ
@@ -62,6 +64,7 @@ def start_ray(num_cpus: int | None = None, verbose: bool = False) -> bool:
     else:
         ray.init(log_to_driver=verbose)
     DataContext.get_current().enable_progress_bars = True
+    idle.install()  # Ray Data's scheduling loop pauses instead of spinning (dnr.data.idle)
     quiet_ray_data_console(not verbose)
     return embedded
 
