@@ -8,7 +8,7 @@ workers. Each consumer sleeps ``--step-s`` per batch of 128 in place of a traini
 CPU measured is the data path's own. The two modes run one after the other on one local Ray;
 the coordinator's CPU seconds are read from ``/proc`` (Linux).
 
-    python bench/idle_loop.py                  # 40,000 requests, 8 MB budget, 50 ms steps
+    python bench/idle_loop.py                  # 80,000 requests, 8 MB budget, 100 ms steps
 
 Results: bench/results/idle_loop.json and a line per mode on stdout.
 """
@@ -19,11 +19,14 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from bench.ingest import make_lake
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/idle_loop.py` from anywhere
+
+from bench.ingest import make_lake  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -83,9 +86,9 @@ def run_mode(window, data_cfg, backoff: bool, args) -> dict:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--requests", type=int, default=40_000)
+    p.add_argument("--requests", type=int, default=80_000)
     p.add_argument("--budget-mb", type=int, default=8)
-    p.add_argument("--step-s", type=float, default=0.05)
+    p.add_argument("--step-s", type=float, default=0.1)
     p.add_argument("--out", default=str(RESULTS / "idle_loop.json"))
     args = p.parse_args(argv)
 

@@ -1,4 +1,4 @@
-"""Replay scoring, bootstrap, gate and report without Ray: the pieces the actor pool runs."""
+"""Replay scoring, bootstrap, gate and report without Ray: the pieces the scoring actors run."""
 
 from __future__ import annotations
 
