@@ -5,8 +5,9 @@ For each size: ``jobs/generate_logs.py`` writes ``--days`` days plus the held-ou
 fresh lake, then ``jobs/train_daily.py`` (embedded Ray, jobs/configs/local.yaml with
 ``SCALE_OVERRIDES``: one full epoch, the validation hold-out scored every 200 steps and never
 stopping the run early, so both sizes train on their whole window) trains on the window,
-checkpoints, registers and replays the held-out day. While the job runs, this script samples ``/proc`` (Linux) every half second for the job's process and all of its
-descendants (the embedded Ray: raylet, Train workers, Ray Data tasks, scoring actors):
+checkpoints, registers and replays the held-out day. While the job runs, this script samples
+``/proc`` (Linux) every half second for the job's process and all of its descendants (the
+embedded Ray: raylet, Train workers, Ray Data tasks, scoring actors):
 ``VmHWM`` (peak resident), and the private (``RssAnon``) and shared (``RssShmem``: object-store
 pages) parts of the resident set at their peaks. The driver's samples are also tagged with the
 phase the job's console was in (``PHASE_MARKERS``), so its peaks are reported per phase.
