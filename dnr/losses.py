@@ -6,31 +6,31 @@ bool of the candidates whose label counts (``RerankBatch.label_mask``).
 * L_direct = BCE(q(z | x), z)   on real scores          -> :func:`masked_bce`
 * L_z      = BCE(q(z | x'), z)  on generated scores     -> :func:`masked_bce`
 * L_adv    = -BCE(q(z | x'), z) minimised over phi      -> :func:`adversarial_loss`
-* L_x      = KL(p_phi(x') || p_x(x))                    -> :data:`LX_ESTIMATORS`
+* L_x      = KL(p_phi(x') || p_x(x))  on the quantile scale -> :data:`LX_ESTIMATORS`
 
 Masked means are over the labelled candidates of the whole batch (not a mean of per-request
 means), so a request without labels contributes nothing and a batch without labels gives 0.
 
-L_x estimator. The default, ``soft_histogram``, bins scores on [0, 1] with a Gaussian kernel
+L_x estimators work on the quantile scale of the real scores (:mod:`dnr.models.score_quantiles`):
+the generated scores x' are mapped through the running real CDF, u = F(x'), and compared with
+the uniform law, which is the real scores' own law on that scale. This is KL(p_phi(x') || p_x(x))
+measured on bins that each hold the same share of real scores, so a calibrated retriever whose
+scores crowd near the click rate is seen at full resolution (on linear bins of [0, 1] its whole
+distribution falls in two or three bins). On scores uniform on [0, 1], F is the identity and
+this is the plain histogram KL. The default, ``soft_histogram``, bins u with a Gaussian kernel
 (bandwidth half a bin, normalised per score: each score spreads unit mass over the nearby bins,
-about 80% in its own, so the histogram is differentiable in the score) and takes
-KL(generated || real). The real histogram is a running EMA (:class:`ScoreDistribution`, a module
-whose buffers are saved in the state dict): one batch has too few labelled scores for a stable
-32-bin estimate, and the real distribution drifts slowly across days. Both sides are binned with
-the same kernel, so the comparison is like for like.
-
-``gaussian_moments`` is the cheap alternative: KL between the Gaussians with the generated and
-the running real mean and variance. It matches only two moments, so it cannot see that a
-U-shaped real distribution differs from a bell-shaped one of the same variance.
+about 80% in its own, so the histogram is differentiable in the score). ``gaussian_moments`` is
+the cheap alternative: KL between the Gaussian with the generated quantiles' mean and variance
+and the uniform law's (1/2, 1/12); it cannot see shape beyond two moments.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 _PROB_FLOOR = 1e-4
 """Added to every bin before KL: an empty real bin costs a large but finite penalty."""
@@ -76,74 +76,41 @@ def _normalise(counts: torch.Tensor) -> torch.Tensor:
     return smoothed / smoothed.sum()
 
 
-class ScoreDistribution(nn.Module):
-    """Running estimate of the real retriever-score distribution p_x (EMA over training steps).
-
-    Buffers (saved with the model): ``probs`` [bins] soft-histogram probabilities, ``mean`` and
-    ``sq_mean`` (first and second moments) and ``num_updates``. Update it with
-    :meth:`batch_stats` -> (optionally all-reduce the sums across workers) -> :meth:`update`.
-    """
-
-    def __init__(self, bins: int, decay: float):
-        super().__init__()
-        self.bins, self.decay = bins, decay
-        self.register_buffer("probs", torch.full((bins,), 1.0 / bins))
-        self.register_buffer("mean", torch.tensor(0.5))
-        self.register_buffer("sq_mean", torch.tensor(1.0 / 3.0))
-        self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
-
-    def batch_stats(self, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Sums [bins + 3] of a batch: soft counts, then count, sum and sum of squares."""
-        x = torch.where(mask, scores.float(), 0.0)
-        moments = torch.stack([mask.sum().float(), x.sum(), x.square().sum()])
-        return torch.cat([soft_histogram(scores, mask, self.bins), moments])
-
-    @torch.no_grad()
-    def update(self, stats: torch.Tensor) -> None:
-        """Fold sums from :meth:`batch_stats` (possibly summed over workers) into the EMA.
-
-        Tensor ops only (no host sync): a batch without labelled scores changes nothing, and the
-        first informative batch replaces the uniform prior instead of being averaged with it.
-        """
-        counts, n, total, sq_total = stats[: self.bins], stats[-3], stats[-2], stats[-1]
-        seen = n > 0
-        keep = torch.where(seen, torch.where(self.num_updates > 0, self.decay, 0.0), 1.0)
-        n_safe = n.clamp_min(1.0)
-        self.probs.mul_(keep).add_((1 - keep) * counts / counts.sum().clamp_min(1e-12))
-        self.mean.mul_(keep).add_((1 - keep) * total / n_safe)
-        self.sq_mean.mul_(keep).add_((1 - keep) * sq_total / n_safe)
-        self.num_updates.add_(seen.long())
-
-    @property
-    def var(self) -> torch.Tensor:
-        return (self.sq_mean - self.mean.square()).clamp_min(_VAR_FLOOR)
-
-
-def soft_histogram_kl(scores: torch.Tensor, mask: torch.Tensor, real: ScoreDistribution) -> torch.Tensor:
-    """KL(p_generated || p_real) [scalar] between soft histograms; 0 if ``mask`` is empty."""
-    counts = soft_histogram(scores, mask, real.bins)
-    p_gen, p_real = _normalise(counts), _normalise(real.probs)
+def soft_histogram_kl(quantiles: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
+    """KL(p_generated || uniform) [scalar] of the generated quantiles [B, L] at ``mask``, on
+    ``bins`` soft bins of [0, 1]; 0 if ``mask`` is empty. The uniform side is binned with the
+    same kernel (its edge bins lose a little mass to the kernel too), so the comparison is like
+    for like and exactly uniform quantiles cost ~0."""
+    counts = soft_histogram(quantiles, mask, bins)
+    p_gen, p_real = _normalise(counts), _normalise(_uniform_soft_counts(bins, quantiles.device))
     kl = (p_gen * (p_gen.log() - p_real.log())).sum()
     return torch.where(mask.any(), kl, torch.zeros_like(kl))
 
 
-def gaussian_moment_kl(scores: torch.Tensor, mask: torch.Tensor, real: ScoreDistribution) -> torch.Tensor:
-    """KL(N(mu_g, var_g) || N(mu_r, var_r)) [scalar] with the running real moments; 0 if mask is empty."""
+def _uniform_soft_counts(bins: int, device: torch.device, per_bin: int = 16) -> torch.Tensor:
+    """The soft histogram of an even grid of quantiles (the uniform law seen through the kernel)."""
+    grid = (torch.arange(bins * per_bin, device=device, dtype=torch.float32) + 0.5) / (bins * per_bin)
+    return soft_histogram(grid.unsqueeze(0), torch.ones_like(grid, dtype=torch.bool).unsqueeze(0), bins)
+
+
+def gaussian_moment_kl(quantiles: torch.Tensor, mask: torch.Tensor, bins: int) -> torch.Tensor:
+    """KL(N(mu_g, var_g) || N(1/2, 1/12)) [scalar] of the generated quantiles at ``mask`` (the
+    uniform law's moments); 0 if mask is empty. ``bins`` is unused (one signature for all)."""
     n = mask.sum().clamp_min(1)
-    mu_g = torch.where(mask, scores.float(), 0.0).sum() / n
-    var_g = (torch.where(mask, scores.float() - mu_g, 0.0).square().sum() / n).clamp_min(_VAR_FLOOR)
-    var_r = real.var
-    kl = 0.5 * (torch.log(var_r / var_g) + (var_g + (mu_g - real.mean).square()) / var_r - 1.0)
+    mu_g = torch.where(mask, quantiles.float(), 0.0).sum() / n
+    var_g = (torch.where(mask, quantiles.float() - mu_g, 0.0).square().sum() / n).clamp_min(_VAR_FLOOR)
+    var_r = 1.0 / 12.0
+    kl = 0.5 * (math.log(var_r) - torch.log(var_g) + (var_g + (mu_g - 0.5).square()) / var_r - 1.0)
     return torch.where(mask.any(), kl, torch.zeros_like(kl))
 
 
-LxEstimator = Callable[[torch.Tensor, torch.Tensor, ScoreDistribution], torch.Tensor]
+LxEstimator = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 LX_ESTIMATORS: dict[str, LxEstimator] = {
     "soft_histogram": soft_histogram_kl,
     "gaussian_moments": gaussian_moment_kl,
 }
-"""L_x estimators by ``dnr.lx_estimator``: (generated scores [B, L], mask [B, L], real) -> scalar."""
+"""L_x estimators by ``dnr.lx_estimator``: (generated quantiles [B, L], mask [B, L], bins) -> scalar."""
 
 
 # ---- DeGRe (dnr.models.degre): the evaluator's cumulative regression and the distillation ----

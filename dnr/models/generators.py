@@ -1,11 +1,21 @@
-"""Noise generators: synthesise retriever scores x' [B, L] in [0, 1] from the labels z [B, L].
+"""Noise generators: synthesise retriever scores from the labels z [B, L].
 
-All generators share one call signature, ``generator(labels, context) -> scores``, so the
-training step swaps them without knowing which one it holds:
+All generators share one call signature, ``generator(labels, context) -> u'`` [B, L] in [0, 1],
+and all are anchored at the labels as in the paper: u' = (1 - lambda_c) * z + lambda_c * eps,
+so u' lies in [(1 - lambda_c) z, (1 - lambda_c) z + lambda_c]. The training step swaps them
+without knowing which one it holds:
 
-* ``gaussian`` (DNR-G) and ``beta`` (DNR-B): parameter-free heuristics,
-  x' = (1 - lambda_c) * z + lambda_c * eps, used for the first ``lambda_e`` steps.
-* ``mlp``: the model-based generator f_phi, trained adversarially after the switch.
+* ``gaussian`` (DNR-G) and ``beta`` (DNR-B): parameter-free heuristics, eps drawn from a fixed
+  law, used until the switch (``lambda_e``).
+* ``mlp``: the model-based generator f_phi, eps = sigmoid(MLP(z, item, user, noise)), trained
+  adversarially after the switch. Anchoring bounds what the adversary can do: it chooses where
+  within its label's band each candidate's score goes, never a positive's score at the bottom of
+  the negatives' range (an unanchored adversary can, and L_z then teaches that a very low score
+  means a click).
+
+u' is a quantile: :func:`synthesize_scores` maps it to a score with the inverse CDF of the real
+scores (``dnr.noise_scale = quantile``, :mod:`dnr.models.score_quantiles`), or uses it as the
+score as the paper does (``uniform``).
 
 Generators exist only in training; only the reranker is served.
 """
@@ -66,34 +76,37 @@ class BetaNoise(nn.Module):
 
 
 class MLPNoiseGenerator(nn.Module):
-    """f_phi(z, item, user, eps) -> x' in (0, 1): a 2-layer MLP applied per candidate.
+    """f_phi: eps = sigmoid(MLP(z, item, user, noise)) in (0, 1) per candidate (a 2-layer MLP),
+    and u' = (1 - lambda_c) * z + lambda_c * eps.
 
     The context is detached here (not only by the caller): phi must never push gradients into
     the reranker's embeddings. Randomness enters as a standard-normal input (reparameterisation),
     so the output is differentiable in phi.
     """
 
-    def __init__(self, d_model: int, hidden: int, noise_dim: int):
+    def __init__(self, lambda_c: float, d_model: int, hidden: int, noise_dim: int):
         super().__init__()
-        self.noise_dim = noise_dim
+        self.lambda_c, self.noise_dim = lambda_c, noise_dim
         inputs = 1 + 2 * d_model + noise_dim  # label, item embedding, user vector, noise
         self.net = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
-        """labels [B, L], context (items [B, L, d], user [B, d]) -> x' [B, L] in (0, 1)."""
+        """labels [B, L], context (items [B, L, d], user [B, d]) -> u' [B, L] within
+        [(1 - lambda_c) z, (1 - lambda_c) z + lambda_c]."""
         if context is None:
             raise ValueError("the mlp generator is conditioned on the reranker context; got None")
         items = context.items.detach()
         user = context.user.detach().unsqueeze(1).expand_as(items)
         noise = torch.randn(*labels.shape, self.noise_dim, device=labels.device, dtype=items.dtype)
         inputs = torch.cat([labels.unsqueeze(-1).to(items.dtype), items, user, noise], dim=-1)
-        return torch.sigmoid(self.net(inputs).squeeze(-1))
+        eps = torch.sigmoid(self.net(inputs).squeeze(-1))
+        return (1.0 - self.lambda_c) * labels.to(eps.dtype) + self.lambda_c * eps
 
 
 GENERATORS: dict[str, Callable[[DNRConfig, int], nn.Module]] = {
     "gaussian": lambda cfg, d_model: GaussianNoise(cfg.lambda_c, cfg.gaussian_mu, cfg.gaussian_sigma),
     "beta": lambda cfg, d_model: BetaNoise(cfg.lambda_c, cfg.beta_alpha, cfg.beta_beta),
-    "mlp": lambda cfg, d_model: MLPNoiseGenerator(d_model, cfg.generator_hidden, cfg.noise_dim),
+    "mlp": lambda cfg, d_model: MLPNoiseGenerator(cfg.lambda_c, d_model, cfg.generator_hidden, cfg.noise_dim),
 }
 """Generator factories by name: (dnr config, reranker d_model) -> module."""
 
@@ -104,12 +117,17 @@ def build_generator(name: str, dnr_cfg: DNRConfig, d_model: int) -> nn.Module:
 
 
 def synthesize_scores(
-    generator: nn.Module, batch: RerankBatch, context: Optional[RerankerContext] = None
+    generator: nn.Module, batch: RerankBatch, context: Optional[RerankerContext] = None,
+    to_score: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> torch.Tensor:
     """Synthetic scores [B, L]: generated where a label exists, the real score elsewhere.
 
+    ``to_score`` maps the generator's quantiles u' to scores (the real scores' inverse CDF,
+    :meth:`dnr.models.score_quantiles.ScoreQuantiles.icdf`); None uses u' as the score.
     Unlabelled candidates keep their real score because the generator is conditioned on a
     label they do not have; padding keeps 0. The synthetic list stays a plausible list.
     """
     generated = generator(batch.labels, context)
-    return torch.where(batch.label_mask, generated, batch.scores)
+    if to_score is not None:
+        generated = to_score(generated)
+    return torch.where(batch.label_mask, generated.to(batch.scores.dtype), batch.scores)

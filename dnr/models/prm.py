@@ -5,6 +5,13 @@ Shapes: B requests, L candidates (retriever order, padded), H history items, d =
 Each candidate token is  item_embedding + rank_embedding + user_projection (+ score_embedding
 when the score mode feeds the score as input). The user vector is an attention pooling of the
 history embeddings. The encoder masks padding, so padding never changes a real candidate's logit.
+
+The score enters on its quantile scale: ``score_quantiles`` (a buffer, saved and served with the
+model) is the running sketch of the real scores the training step keeps, and the score network
+reads cdf(x) in [0, 1], not x (calibrated scores sit near the click rate, where a raw x is nearly
+constant). A list's rank embedding is its order by its own scores: the real list comes in the
+retriever's order, and DNR's synthetic copy is re-ranked by its synthetic scores, so the rank never
+tells the model the real order its scores contradict. ``model.rank_embedding=false`` drops it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dnr.config import DataConfig, ModelConfig
 from dnr.data.batch import RerankBatch
 from dnr.models.item_table import ItemTable
 from dnr.models.score_modes import SCORE_MODES
+from dnr.models.score_quantiles import ScoreQuantiles
 
 PAD_LOGIT = -1e4
 """Logit written at padding positions so that a descending sort puts them last (finite, so
@@ -67,7 +75,8 @@ class PRMReranker(nn.Module):
         self.max_list_len = data_cfg.max_list_len
         # one table for both id features: one lookup (one exchange when sharded) per forward
         self.item_embedding = ItemTable(data_cfg.num_buckets, d, ("candidates", "history"), table_device)
-        self.rank_embedding = nn.Embedding(data_cfg.max_list_len, d)
+        self.rank_embedding = nn.Embedding(data_cfg.max_list_len, d) if model_cfg.rank_embedding else None
+        self.score_quantiles = ScoreQuantiles()
         self.user_pooling = HistoryPooling(d)
         self.user_projection = nn.Linear(d, d)
         # A small MLP rather than a single Linear: a scalar score needs a non-linear embedding
@@ -75,6 +84,9 @@ class PRMReranker(nn.Module):
         self.score_embedding = (
             nn.Sequential(nn.Linear(1, d), nn.GELU(), nn.Linear(d, d)) if self.mode.score_as_input else None
         )
+        if self.score_embedding is not None:  # starts at zero: the score adds nothing at init
+            nn.init.zeros_(self.score_embedding[-1].weight)
+            nn.init.zeros_(self.score_embedding[-1].bias)
         self.score_scale = nn.Parameter(torch.ones(())) if self.mode.learned_scale else None
         layer = nn.TransformerEncoderLayer(
             d, model_cfg.n_heads, model_cfg.ff_dim, model_cfg.dropout, activation="gelu",
@@ -99,7 +111,7 @@ class PRMReranker(nn.Module):
 
     def forward(self, batch: RerankBatch, context: RerankerContext | None = None,
                 extra_scores: torch.Tensor | None = None,
-                extra_rows: torch.Tensor | None = None) -> torch.Tensor:
+                extra_rows: torch.Tensor | None = None, rank_by_scores: bool = False) -> torch.Tensor:
         """Logits [B, L] of clicking each candidate; ``PAD_LOGIT`` where ``batch.mask`` is False.
 
         ``context``: this batch's :meth:`context`, when the caller already has it (the DNR
@@ -109,19 +121,31 @@ class PRMReranker(nn.Module):
         history lookups, user pooling and projection) is computed once for both; the result is
         the same as a forward over the batch stacked twice. With ``extra_rows`` (K request
         indices), ``extra_scores`` is [K, L], for those requests only: logits [B + K, L].
+        The extra lists' rank embeddings are their order by ``extra_scores``; the batch's own are
+        its list positions (the retriever's order), or its order by ``batch.scores`` with
+        ``rank_by_scores`` (a batch whose scores were replaced by synthetic ones).
         """
         length = batch.list_len
         if length > self.max_list_len:
             raise ValueError(f"list length {length} exceeds data.max_list_len={self.max_list_len}")
         items, user = self.context(batch) if context is None else context
-        tokens = items + self.rank_embedding.weight[:length] + self.user_projection(user).unsqueeze(1)
+        tokens = items + self.user_projection(user).unsqueeze(1)
         scores, mask = batch.scores, batch.mask
+        if self.rank_embedding is not None:
+            ranks = (self.rank_embedding(rank_positions(scores, mask)) if rank_by_scores
+                     else self.rank_embedding.weight[:length].expand_as(tokens))
         if extra_scores is not None:
             rows = slice(None) if extra_rows is None else extra_rows
             tokens, mask = torch.cat([tokens, tokens[rows]]), torch.cat([mask, mask[rows]])
-            scores = torch.cat([scores, extra_scores.to(scores.dtype)])
+            extra_scores = extra_scores.to(scores.dtype)
+            scores = torch.cat([scores, extra_scores])
+            if self.rank_embedding is not None:
+                ranks = torch.cat([ranks, self.rank_embedding(rank_positions(extra_scores, batch.mask[rows]))])
+        if self.rank_embedding is not None:
+            tokens = tokens + ranks
         if self.score_embedding is not None:
-            tokens = tokens + self.score_embedding(scores.unsqueeze(-1).to(tokens.dtype))
+            quantile = self.score_quantiles.cdf(scores).unsqueeze(-1).to(tokens.dtype)
+            tokens = tokens + self.score_embedding(quantile)
         # A request with no real candidate would make every key masked and the softmax NaN;
         # such a row attends to its padding instead (its logits are overwritten below anyway).
         ignore = ~mask & mask.any(dim=1, keepdim=True)
@@ -129,3 +153,11 @@ class PRMReranker(nn.Module):
         f = self.head(hidden).squeeze(-1)
         logits = self.mode.combine(f, scores, self.score_scale)
         return logits.masked_fill(~mask, PAD_LOGIT)
+
+
+def rank_positions(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[K, L] long: each candidate's 0-based position when its list is sorted by ``scores``
+    descending (padding after every real candidate; ties keep the list's order)."""
+    keyed = scores.float().masked_fill(~mask, float("-inf"))
+    order = keyed.argsort(dim=1, descending=True, stable=True)
+    return order.argsort(dim=1)

@@ -11,14 +11,20 @@ none       no               f                                  all tied
 concat     yes              f                                  all tied
 add        no               f + a * logit(x), a learned, a0=1  retriever order
 weight     no               logit(x * sigmoid(f))              retriever order
-denoise    yes              logit(x) + f                       retriever order (DNR)
+denoise    yes              f + a * logit(x), a learned, a0=1  retriever order
 =========  ===============  =================================  =====================
 
 ``add``, ``weight`` and ``denoise`` start exactly at the retriever's ranking ("the retriever order
 is the floor", DESIGN.md section 4), so the comparison between them measures what each learns on
 top of the same starting point. ``concat`` is deliberately left without the ``logit(x)`` residual:
-with it, it would be architecturally identical to ``denoise``; it is the paper's "score as a
-feature" baseline, and ``none`` is plain PRM.
+with it, it would be architecturally identical to ``denoise`` (``concat`` + ``add``); it is the
+paper's "score as a feature" baseline, and ``none`` is plain PRM. A score fed as input enters on
+its quantile scale (:mod:`dnr.models.score_quantiles`), through a network whose last layer starts
+at zero.
+
+The score mode is the architecture only. The DNR objectives (``dnr.enabled``: the denoising loss
+on generated scores, then the adversarial generator) are a training recipe layered on any of
+these modes (:mod:`dnr.training.step`), as the paper's model-agnostic framing has it.
 """
 
 from __future__ import annotations
@@ -55,11 +61,6 @@ def _weight_by_score(f: torch.Tensor, scores: torch.Tensor, scale: Optional[torc
     return log_p - torch.log1p(-torch.exp(log_p))
 
 
-def _denoise_score(f: torch.Tensor, scores: torch.Tensor, scale: Optional[torch.Tensor]) -> torch.Tensor:
-    # DNR: the reranker outputs a correction of the retriever's logit, conditioned on the score.
-    return score_logit(scores) + f
-
-
 @dataclass(frozen=True)
 class ScoreMode:
     """One way of using retriever scores; see the module docstring for the table."""
@@ -77,5 +78,6 @@ SCORE_MODES: dict[str, ScoreMode] = {
     "concat": ScoreMode(score_as_input=True, learned_scale=False, combine=_ignore_score),
     "add": ScoreMode(score_as_input=False, learned_scale=True, combine=_add_score),
     "weight": ScoreMode(score_as_input=False, learned_scale=False, combine=_weight_by_score),
-    "denoise": ScoreMode(score_as_input=True, learned_scale=False, combine=_denoise_score),
+    # the correction of the retriever's logit, conditioned on the score, with a learned scale
+    "denoise": ScoreMode(score_as_input=True, learned_scale=True, combine=_add_score),
 }

@@ -1,6 +1,7 @@
 """A checkpoint is the whole state: the models (reranker, plus the DNR generator or the DeGRe
-evaluator), all their optimizers (the fused table optimizers too), the running real-score
-distribution, the typed training progress, the resolved config and the data lineage.
+evaluator; the reranker's running sketch of the real scores is one of its buffers), all their
+optimizers (the fused table optimizers too), the typed training progress, the resolved config
+and the data lineage.
 
 One directory; in training every rank writes its part into its own directory and hands it to
 ``ray.train.report``, which gathers the parts into one checkpoint::
@@ -10,7 +11,7 @@ One directory; in training every rank writes its part into its own directory and
                     holds (``__<rank>_0.distcp``); rank 0 writes the index (``.metadata``).
                     Loading reshards: any number of workers, or one process with whole tables.
     dense_state.pt  rank 0: the dense optimizers (AdamW; identical on every rank), the plain table
-                    optimizers of unsharded models, the real-score distribution
+                    optimizers of unsharded models
     progress.json   TrainingProgress
     config.json     the resolved JobConfig
     lineage.json    parent version, data window, table version, rows read / quarantined
@@ -67,6 +68,9 @@ class TrainingProgress:
 
     global_step: int = 0
     """Optimisation steps over the model's whole lifetime (drives the lambda_e switch)."""
+    switch_step: int = -1
+    """Lifetime global step at which DNR's learned generator takes over, fixed by the model's first
+    run (``dnr.lambda_e``, or ``dnr.lambda_e_epochs`` of that run's epochs); -1: not fixed yet."""
     phase: str = "heuristic"
     """heuristic (stage 1: only the reranker learns) or adversarial (stage 2); distill for degre."""
     run_name: str = ""
@@ -118,7 +122,7 @@ class LoadedCheckpoint:
     config_json: str
     lineage: dict
     parts: frozenset[str]
-    """What it holds: model slots, ``<slot>_opt`` (dense), ``<slot>_table_opt``, ``real_scores``."""
+    """What it holds: model slots, ``<slot>_opt`` (dense), ``<slot>_table_opt``."""
 
 
 def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
@@ -142,8 +146,6 @@ def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
             dense[f"{slot}_opt"] = opt.dense.state_dict()
             if opt.embedding is not None and not opt.fused:
                 dense[f"{slot}_table_opt"] = opt.embedding.state_dict()
-    if parts.real_scores is not None:
-        dense["real_scores"] = parts.real_scores.state_dict()
     torch.save(dense, directory / DENSE_STATE_FILE)
     (directory / PROGRESS_FILE).write_text(progress.to_json())
     (directory / CONFIG_FILE).write_text(config_json)
@@ -170,7 +172,7 @@ def load(directory: str | Path) -> LoadedCheckpoint:
 
 
 def restore(parts: TrainParts, loaded: LoadedCheckpoint) -> None:
-    """Load models, optimizers and the real-score distribution into freshly built (and, for
+    """Load models (the reranker's score sketch with it) and optimizers into freshly built (and, for
     training, already distributed) parts, resharding the tables to the current workers. A part
     the checkpoint lacks, e.g. a DeGRe evaluator added later, keeps its fresh weights."""
     target = {key: value for key, value in _model_state(parts).items() if key in loaded.parts}
@@ -191,8 +193,6 @@ def restore(parts: TrainParts, loaded: LoadedCheckpoint) -> None:
         opt.dense.load_state_dict(dense[f"{slot}_opt"])
         if opt.embedding is not None and not opt.fused and f"{slot}_table_opt" in dense:
             opt.embedding.load_state_dict(dense[f"{slot}_table_opt"])
-    if parts.real_scores is not None and "real_scores" in dense:
-        parts.real_scores.load_state_dict(dense["real_scores"])
 
 
 def load_tensors(directory: str | Path, target: dict, distributed: bool = False) -> None:

@@ -26,15 +26,14 @@ from ray.data.collate_fn import ArrowBatchCollateFn
 from dnr.config import DataConfig, JobConfig, config_to_json
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
-from dnr.models import synthesize_scores
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
+from dnr.training.diagnostics import dnr_diagnostics
 from dnr.training.metrics_log import TensorBoardLogger
 from dnr.training.progress import WorkerProgress
 from dnr.training.schedule import is_constant, lr_factor
 from dnr.training.sharding import distribute
-from dnr.training.step import (FAMILIES, TrainParts, build_train_parts, reranker_context, train_step,
-                               training_phase)
+from dnr.training.step import FAMILIES, TrainParts, build_train_parts, train_step, training_phase
 from dnr.training.validation import Validation
 from dnr.training.worker_spec import WorkerSpec
 
@@ -103,6 +102,20 @@ def resume_skip(progress: ckpt.TrainingProgress, workers: int, batch_size: int) 
     if progress.num_workers in (0, workers) or progress.step_in_epoch == 0:
         return progress.step_in_epoch
     return progress.requests_in_epoch // (workers * batch_size)
+
+
+def fix_switch_step(spec: WorkerSpec, progress: ckpt.TrainingProgress) -> WorkerSpec:
+    """The spec with ``dnr.lambda_e`` resolved to a lifetime step, recorded in ``progress``: an
+    explicit ``dnr.lambda_e``, else the step the model's first run fixed, else (this is the first
+    run) ``dnr.lambda_e_epochs`` epochs of this run. A warm start keeps its parent's switch, so
+    a daily run that trains a smaller window does not move it."""
+    dnr_cfg = spec.config.dnr
+    if dnr_cfg.lambda_e >= 0:
+        progress.switch_step = dnr_cfg.lambda_e
+    elif progress.switch_step < 0:
+        progress.switch_step = dnr_cfg.switch_step(spec.steps_per_epoch)
+    config = replace(spec.config, dnr=replace(dnr_cfg, lambda_e=progress.switch_step))
+    return replace(spec, config=config)
 
 
 def _seed(progress: ckpt.TrainingProgress, rank: int) -> None:
@@ -223,6 +236,7 @@ class _Run:
             torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
         parts = distributed_parts(cfg, device)
         progress = _start(parts, spec)
+        spec = fix_switch_step(spec, progress)
         progress.step_in_epoch = resume_skip(progress, context.get_world_size(), cfg.data.batch_size)
         progress.num_workers = context.get_world_size()
         _seed(progress, context.get_world_rank())
@@ -347,26 +361,17 @@ class StepLog:
         run, progress = self.run, self.run.progress
         means, rate = self.meter.reduce()
         self.last = means
-        generated = _generated_scores(run.parts, batch, progress.phase) if batch is not None else None
+        # on every rank: the diagnostics look the batch up in the sharded table (a collective)
+        diagnosis = dnr_diagnostics(run.parts, batch, progress.phase, run.cfg.dnr) if batch is not None else None
         if self.logger is None:
             return
         self.logger.log(progress.global_step, {**means, "train/requests_per_s": rate, **_rates(run.parts),
                                                "train/phase_adversarial": float(progress.phase == "adversarial")})
-        if generated is not None:
-            self.logger.histogram(progress.global_step, "scores/real", batch.scores[batch.label_mask])
-            self.logger.histogram(progress.global_step, "scores/generated", generated[batch.label_mask])
+        if diagnosis is not None:
+            self.logger.log(progress.global_step, diagnosis.scalars)
+            for key, values in diagnosis.histograms.items():
+                self.logger.histogram(progress.global_step, key, values)
         self.console.show(run.steps_this_run, progress.global_step, progress.epoch, means, rate)
-
-
-def _generated_scores(parts: TrainParts, batch: RerankBatch, phase: str) -> torch.Tensor | None:
-    """The noise generator's scores for ``batch`` (DNR only), for the histograms. On every rank:
-    the reranker's context is a lookup in the sharded table (a collective)."""
-    if parts.heuristic is None:
-        return None
-    noise = parts.generator if phase == "adversarial" else parts.heuristic
-    with torch.no_grad():
-        context = reranker_context(parts.reranker, batch) if phase == "adversarial" else None
-        return synthesize_scores(noise, batch, context)
 
 
 def _rates(parts: TrainParts) -> dict[str, float]:

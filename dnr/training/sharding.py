@@ -67,9 +67,8 @@ def distribute(parts: TrainParts, device: torch.device, train_cfg: TrainConfig,
             setattr(parts, slot, data_parallel(model, device))
     if parts.generator is not None:
         parts.generator = data_parallel(parts.generator, device)
-    for module in (parts.real_scores, parts.heuristic):
-        if module is not None:
-            module.to(device)
+    if parts.heuristic is not None:
+        parts.heuristic.to(device)
     return parts
 
 

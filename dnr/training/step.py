@@ -12,14 +12,21 @@ The models may also be TorchRec ``DistributedModelParallel`` wrappers (sharded i
 backward of the half-step that looks them up, and the generator half-step never looks up the
 reranker's table (it scores with the reranker's detached context), so it cannot write into it.
 
-The DNR step (``model.score_mode == 'denoise'``), at global step t:
+Every prm step first folds the batch's real scores into the reranker's running sketch of the
+score distribution (:mod:`dnr.models.score_quantiles`; all-reduced, so identical on all ranks):
+the score modes that read the score as input read its quantile.
+
+The DNR step (``dnr.enabled``, on any ``model.score_mode``), at global step t:
 
 1. reranker half-step, generator frozen: one forward over the batch with two sets of scores
    (real, then synthetic; the lookups and user pooling run once, the encoder over 2B lists),
-   L_theta = L_direct + lambda_m * L_z.
+   L_theta = L_direct + lambda_m * L_z. The synthetic scores are the generator's quantiles
+   mapped through the real scores' inverse CDF (``dnr.noise_scale``).
 2. only once t >= lambda_e (and not in the heuristic-only ablation), generator half-step,
    reranker frozen: L_phi = L_adv + lambda_x * L_x. Before that the heuristic generator
    (gaussian or beta) makes the synthetic scores and only the reranker learns.
+
+With lambda_m = 0 and no generator phase, the DNR step is the naive step of its score mode.
 
 The DeGRe step (``model.family == 'degre'``, see :mod:`dnr.models.degre`):
 
@@ -44,18 +51,14 @@ from torch import nn
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data.batch import RerankBatch
-from dnr.losses import (LX_ESTIMATORS, ScoreDistribution, adversarial_loss, cumulative_regression,
-                        masked_bce, soft_target_kl)
+from dnr.losses import LX_ESTIMATORS, adversarial_loss, cumulative_regression, masked_bce, soft_target_kl
 from dnr.models import RerankerContext, build_generator, build_reranker, synthesize_scores
 from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_each_step
+from dnr.models.score_quantiles import ScoreQuantiles
 from dnr.models.degre_search import (beam_search, clicks_first_order, one_hot_targets, prefix_utility,
                                      shuffled_logged_order, soft_targets, step_increments)
 from dnr.training.optimizers import ModelOptimizer, plain_optimizer
 from dnr.training.wrappers import evaluating, frozen, unwrap
-
-ADVERSARIAL_SCORE_MODES = frozenset({"denoise"})
-"""Score modes trained with the DNR objectives; every other mode gets the plain supervised step."""
-
 
 @dataclass
 class TrainParts:
@@ -72,13 +75,11 @@ class TrainParts:
     reranker_opt: ModelOptimizer
     """Optimizers over theta (dense AdamW + the item table's)."""
     heuristic: Optional[nn.Module] = None
-    """Stage-1 noise (gaussian or beta), parameter-free; None for baseline score modes."""
+    """Stage-1 noise (gaussian or beta), parameter-free; None without ``dnr.enabled``."""
     generator: Optional[nn.Module] = None
-    """Model-based generator f_phi; None for baselines and the heuristic-only ablation."""
+    """Model-based generator f_phi; None without DNR and in the heuristic-only ablation."""
     generator_opt: Optional[ModelOptimizer] = None
     """Optimizer over phi (dense only: the generator has no item table)."""
-    real_scores: Optional[ScoreDistribution] = None
-    """Running real-score distribution p_x for L_x; saved with the checkpoint."""
     evaluator: Optional[nn.Module] = None
     """DeGRe lookahead evaluator (training only, never served); None for the prm family."""
     evaluator_opt: Optional[ModelOptimizer] = None
@@ -98,16 +99,15 @@ def build_train_parts(
 
 def _prm_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig, optim_cfg: OptimConfig,
                degre_cfg: DeGReConfig, table_device: str) -> TrainParts:
-    """The PRM reranker; the DNR noise generators only for ``score_mode == 'denoise'``."""
+    """The PRM reranker; the DNR noise generators only with ``dnr.enabled``."""
     reranker = build_reranker(model_cfg, data_cfg, table_device)
     reranker_opt = plain_optimizer(reranker, optim_cfg.lr, optim_cfg)
-    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
+    if not dnr_cfg.enabled:
         return TrainParts(reranker, reranker_opt)
     parts = TrainParts(
         reranker=reranker,
         reranker_opt=reranker_opt,
         heuristic=build_generator(dnr_cfg.heuristic, dnr_cfg, model_cfg.d_model),
-        real_scores=ScoreDistribution(dnr_cfg.hist_bins, dnr_cfg.hist_decay),
     )
     if dnr_cfg.use_generator:
         parts.generator = build_generator(dnr_cfg.generator, dnr_cfg, model_cfg.d_model)
@@ -117,7 +117,12 @@ def _prm_parts(model_cfg: ModelConfig, data_cfg: DataConfig, dnr_cfg: DNRConfig,
 
 def generator_phase(dnr_cfg: DNRConfig, global_step: int) -> bool:
     """True once the model-based generator is on (the switch is a function of the lifetime step)."""
-    return dnr_cfg.use_generator and global_step >= dnr_cfg.lambda_e
+    if not (dnr_cfg.enabled and dnr_cfg.use_generator):
+        return False
+    if dnr_cfg.lambda_e < 0:
+        raise ValueError("dnr.lambda_e is unresolved (-1): the run sets it from dnr.lambda_e_epochs "
+                         "(DNRConfig.switch_step) before its first step")
+    return global_step >= dnr_cfg.lambda_e
 
 
 def training_phase(model_cfg: ModelConfig, dnr_cfg: DNRConfig, global_step: int) -> str:
@@ -154,7 +159,8 @@ def train_step(
 
 def _prm_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_cfg: ModelConfig,
               dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
-    if model_cfg.score_mode not in ADVERSARIAL_SCORE_MODES:
+    _observe_real_scores(score_quantiles(parts.reranker), batch, dnr_cfg.hist_decay)
+    if not dnr_cfg.enabled:
         return supervised_update(batch, parts, optim_cfg)
     return _dnr_step(batch, parts, global_step, dnr_cfg, optim_cfg)
 
@@ -162,7 +168,6 @@ def _prm_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_cfg
 def _dnr_step(
     batch: RerankBatch, parts: TrainParts, global_step: int, dnr_cfg: DNRConfig, optim_cfg: OptimConfig
 ) -> dict[str, torch.Tensor]:
-    _observe_real_scores(parts.real_scores, batch)
     rows = synthetic_rows(batch, dnr_cfg.synthetic_fraction)
     if not generator_phase(dnr_cfg, global_step):
         return reranker_update(batch, parts, parts.heuristic, None, dnr_cfg, optim_cfg, rows)
@@ -208,10 +213,13 @@ def reranker_update(
     rows: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
     """Reranker half-step with the noise source frozen: L_theta = L_direct + lambda_m * L_z
-    (L_z over the requests at ``rows``, all of them by default)."""
+    (L_z over the requests at ``rows``, all of them by default). With lambda_m = 0 the copy
+    is not scored: the step is the naive one."""
+    if dnr_cfg.lambda_m == 0.0:
+        return supervised_update(batch, parts, optim_cfg)
     copy, copy_context = _subset(batch, context, rows)
     with torch.no_grad():
-        synthetic = synthesize_scores(noise, copy, copy_context)
+        synthetic = synthesize_scores(noise, copy, copy_context, noise_to_score(parts.reranker, dnr_cfg))
     # one lookup and user pooling for both copies; the encoder sees B + K lists
     logits = parts.reranker(batch, extra_scores=synthetic, extra_rows=rows)  # real, then synthetic
     real_logits, synthetic_logits = logits[:batch.num_requests], logits[batch.num_requests:]
@@ -245,11 +253,12 @@ def generator_update(
     """
     batch, context = _subset(batch, context, rows)
     updated = reranker_context(parts.reranker, batch)
+    quantiles = score_quantiles(parts.reranker)
     with frozen(parts.reranker):
-        synthetic = synthesize_scores(parts.generator, batch, context)
-        logits = unwrap(parts.reranker)(replace(batch, scores=synthetic), context=updated)
+        synthetic = synthesize_scores(parts.generator, batch, context, noise_to_score(parts.reranker, dnr_cfg))
+        logits = unwrap(parts.reranker)(replace(batch, scores=synthetic), context=updated, rank_by_scores=True)
         loss_adv = adversarial_loss(logits, batch.labels, batch.label_mask)
-        loss_x = LX_ESTIMATORS[dnr_cfg.lx_estimator](synthetic, batch.label_mask, parts.real_scores)
+        loss_x = LX_ESTIMATORS[dnr_cfg.lx_estimator](quantiles.cdf(synthetic), batch.label_mask, dnr_cfg.hist_bins)
         loss = float(dnr_cfg.use_adv) * loss_adv + float(dnr_cfg.use_lx) * dnr_cfg.lambda_x * loss_x
         _apply(loss, parts.generator_opt, optim_cfg.grad_clip)
     return {"train/loss_adv": loss_adv, "train/loss_x": loss_x, "train/loss_phi": loss}
@@ -380,9 +389,19 @@ def _apply(loss: torch.Tensor, opt: ModelOptimizer, grad_clip: float) -> None:
     opt.step()
 
 
-def _observe_real_scores(real: ScoreDistribution, batch: RerankBatch) -> None:
-    # Every worker folds in the same global sums, so p_x stays identical across DDP ranks.
-    stats = real.batch_stats(batch.scores, batch.label_mask)
+def score_quantiles(reranker: nn.Module) -> ScoreQuantiles:
+    """The (possibly wrapped) reranker's running sketch of the real scores."""
+    return unwrap(reranker).score_quantiles
+
+
+def noise_to_score(reranker: nn.Module, dnr_cfg: DNRConfig) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+    """How generated quantiles become scores: the real inverse CDF, or None (u' is the score)."""
+    return score_quantiles(reranker).icdf if dnr_cfg.noise_scale == "quantile" else None
+
+
+def _observe_real_scores(quantiles: ScoreQuantiles, batch: RerankBatch, decay: float) -> None:
+    # Every worker folds in the same global sums, so the sketch stays identical across DDP ranks.
+    counts = quantiles.batch_counts(batch.scores, batch.label_mask)
     if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(stats)
-    real.update(stats)
+        dist.all_reduce(counts)
+    quantiles.update(counts, decay)

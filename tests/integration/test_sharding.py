@@ -115,7 +115,6 @@ def test_a_checkpoint_reshards_from_two_workers_to_one_and_back(two_rank_checkpo
             for index, state in ref_dense[slot]["state"].items():
                 for name, tensor in state.items():
                     assert torch.equal(dense[slot]["state"][index][name], tensor), f"{slot}.{index}.{name}"
-        assert all(torch.equal(dense["real_scores"][k], v) for k, v in ref_dense["real_scores"].items())
         assert json.loads((other / ckpt.PROGRESS_FILE).read_text())["global_step"] == 5
 
 

@@ -62,7 +62,7 @@ def _ddp_loop(loop_cfg: dict) -> None:
     from dnr.training.loop import RerankCollate
     from dnr.training.sharding import distribute
     from dnr.training.step import (_observe_real_scores, build_train_parts, generator_update,
-                                   reranker_context, reranker_update, unwrap)
+                                   reranker_context, reranker_update, score_quantiles, unwrap)
 
     cfg = config_from_dict(loop_cfg["config"])
     rank = ray.train.get_context().get_world_rank()
@@ -73,7 +73,8 @@ def _ddp_loop(loop_cfg: dict) -> None:
     snapshots, untouched = [], []
     for step, batch in enumerate(ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=cfg.data.batch_size, collate_fn=RerankCollate(cfg.data))):
-        _observe_real_scores(parts.real_scores, batch)  # all-reduced: p_x is the same on every rank
+        # all-reduced: the score sketch is the same on every rank
+        _observe_real_scores(score_quantiles(parts.reranker), batch, cfg.dnr.hist_decay)
         context = reranker_context(parts.reranker, batch)
         reranker_update(batch, parts, parts.generator, context, cfg.dnr, cfg.optim)
         snapshots.append(_dense_snapshot(parts))
@@ -93,11 +94,13 @@ def _ddp_loop(loop_cfg: dict) -> None:
 
 
 def _dense_snapshot(parts) -> dict[str, torch.Tensor]:
-    """Every dense parameter of the reranker and the generator (not the sharded table)."""
+    """Every dense parameter of the reranker and the generator (not the sharded table), and the
+    reranker's score sketch (merged across the workers by an all-reduce of its counts)."""
     from dnr.training.step import unwrap
 
     reranker = {f"reranker.{k}": v.detach().clone() for k, v in unwrap(parts.reranker).named_parameters()
                 if "item_embedding" not in k}
+    reranker["reranker.score_quantiles.mass"] = unwrap(parts.reranker).score_quantiles.mass.clone()
     return reranker | {f"generator.{k}": v.detach().clone()
                        for k, v in unwrap(parts.generator).named_parameters()}
 
@@ -314,8 +317,7 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
     assert loaded.lineage["parent_version"] == first.version and loaded.lineage["window_start"] == ds(1)
     assert loaded.progress.global_step == second.global_step
     assert loaded.progress.watermark == ds(1) and len(loaded.progress.history) == 2
-    assert {"reranker", "reranker_opt", "reranker_table_opt", "generator", "generator_opt",
-            "real_scores"} <= loaded.parts
+    assert {"reranker", "reranker_opt", "reranker_table_opt", "generator", "generator_opt"} <= loaded.parts
     assert len(s3_lake.filesystem().get_file_info(pafs.FileSelector(
         s3_lake.fs_path(second.checkpoint_uri + "/model")))) == 3  # .metadata + one part per worker
 

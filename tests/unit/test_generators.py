@@ -86,6 +86,45 @@ def test_default_beta_noise_is_the_arcsine_law_as_the_general_sampler_draws_it()
     assert abs(skewed(torch.zeros(100, 100)).mean().item() - 0.5 / 2.5) < 0.01
 
 
+@pytest.mark.parametrize("lambda_c", [0.3, 0.4, 0.8])
+def test_the_mlp_generator_is_anchored_at_the_labels(lambda_c):
+    """u' = (1 - lambda_c) z + lambda_c eps: within [(1 - lambda_c) z, (1 - lambda_c) z + lambda_c],
+    even when the MLP's output saturates (weights pushed far in both directions)."""
+    torch.manual_seed(0)
+    batch = make_batch(num_requests=64)
+    generator = build_generator("mlp", DNRConfig(lambda_c=lambda_c, generator_hidden=8, noise_dim=4), D_MODEL)
+    context = _context(batch)
+    low, high = (1 - lambda_c) * batch.labels, (1 - lambda_c) * batch.labels + lambda_c
+    for push in (-50.0, 50.0, 0.0):
+        with torch.no_grad():
+            generator.net[-1].bias.fill_(push)
+            u = generator(batch.labels, context)
+        assert (u >= low - 1e-6).all() and (u <= high + 1e-6).all()
+        if push:  # saturated: at the band's end, never beyond it
+            torch.testing.assert_close(u, low if push < 0 else high, atol=1e-5, rtol=0)
+    if lambda_c < 0.5:  # the paper's range: every positive above every negative
+        assert u[batch.labels > 0].min() > u[batch.labels == 0].max()
+
+
+def test_synthetic_scores_on_the_real_scale_keep_the_band():
+    """Mapped through the real inverse CDF, a positive's score is at or above the real
+    (1 - lambda_c)-quantile and a negative's at or below the lambda_c-quantile."""
+    from dnr.models.score_quantiles import ScoreQuantiles
+
+    torch.manual_seed(0)
+    real = torch.sigmoid(torch.randn(1, 5000) - 3.5)
+    sketch = ScoreQuantiles()
+    sketch.update(sketch.batch_counts(real, torch.ones_like(real, dtype=torch.bool)), 0.9)
+    batch = make_batch(num_requests=64)
+    generator = build_generator("mlp", DNRConfig(lambda_c=0.4, generator_hidden=8, noise_dim=4), D_MODEL)
+    with torch.no_grad():
+        x = synthesize_scores(generator, batch, _context(batch), sketch.icdf)
+    positives, negatives = batch.label_mask & (batch.labels > 0), batch.label_mask & (batch.labels == 0)
+    assert x[positives].min() >= float(sketch.icdf(torch.tensor(0.6))) - 1e-6
+    assert x[negatives].max() <= float(sketch.icdf(torch.tensor(0.4))) + 1e-6
+    assert x[batch.label_mask].max() < 0.5  # on the retriever's scale, not [0, 1]
+
+
 def test_mlp_output_in_open_interval_and_gradients_reach_phi_only():
     torch.manual_seed(0)
     batch = make_batch()

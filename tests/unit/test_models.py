@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -128,7 +130,8 @@ def _stacked(batch, other_scores: torch.Tensor):
 @pytest.mark.parametrize("score_mode", SCORE_MODES)
 def test_extra_scores_give_the_logits_and_gradients_of_the_stacked_batch(score_mode):
     batch = make_batch()
-    other = torch.rand_like(batch.scores).masked_fill(~batch.mask, 0.0)
+    # sorted like a retriever's list, so the extra copy's own order is its positions
+    other = torch.rand_like(batch.scores).sort(dim=1, descending=True).values.masked_fill(~batch.mask, 0.0)
     model = _randomised(score_mode)
 
     def run(forward):
@@ -144,3 +147,18 @@ def test_extra_scores_give_the_logits_and_gradients_of_the_stacked_batch(score_m
     assert shared_grads.keys() == stacked_grads.keys() and shared_grads
     for name, grad in shared_grads.items():
         torch.testing.assert_close(grad, stacked_grads[name], atol=1e-6, rtol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("score_mode", SCORE_MODES)
+def test_the_extra_copy_is_ranked_by_its_own_scores(score_mode):
+    """DNR's synthetic copy gets the rank embeddings of its synthetic order, not the real list's:
+    its logits are those of the lists scored alone with ``rank_by_scores``."""
+    batch = make_batch()
+    other = torch.rand_like(batch.scores).masked_fill(~batch.mask, 0.0)  # not in list order
+    model = _randomised(score_mode).eval()
+    with torch.no_grad():
+        shared = model(batch, extra_scores=other)
+        alone = model(replace(batch, scores=other), rank_by_scores=True)
+        by_position = model(replace(batch, scores=other))
+    torch.testing.assert_close(shared[batch.item_ids.shape[0]:], alone, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(shared[batch.item_ids.shape[0]:], by_position, atol=1e-4)

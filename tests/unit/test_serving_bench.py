@@ -25,7 +25,8 @@ def test_tiny_serving_benchmark_times_every_variant_and_reports_ratios():
     entry = results["tiny"]
     assert (entry["list_len"], entry["history_len"], entry["num_buckets"]) == (8, 4, 256)
     # DNR's only extra weights are the score MLP: Linear(1, d) and Linear(d, d)
-    assert entry["params"]["denoise"] - entry["params"]["none"] == (D + D) + (D * D + D)
+    # the score network (1 -> D -> D) and the learned scale of logit(x)
+    assert entry["params"]["denoise"] - entry["params"]["none"] == (D + D) + (D * D + D) + 1
     assert set(entry["batches"]) == {"1", "3"}
     for batch_size, batch in entry["batches"].items():
         for mode in ("none", "denoise"):

@@ -11,7 +11,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from dnr.config import SCORE_MODES, DNRConfig, OptimConfig
 from dnr.training.step import (
-    ADVERSARIAL_SCORE_MODES,
     build_train_parts,
     generator_update,
     reranker_context,
@@ -42,15 +41,53 @@ def _changed(module: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
     return any(not torch.equal(v, before[k]) for k, v in module.state_dict().items())
 
 
-@pytest.mark.parametrize("score_mode", sorted(set(SCORE_MODES) - ADVERSARIAL_SCORE_MODES))
+NAIVE = DNRConfig(enabled=False)
+
+
+@pytest.mark.parametrize("score_mode", SCORE_MODES)
 def test_baselines_take_the_plain_supervised_step(score_mode):
-    parts = _parts(score_mode)
+    parts = _parts(score_mode, NAIVE)
     assert parts.generator is None and parts.heuristic is None
     before = _snapshot(parts.reranker)
-    terms = train_step(make_batch(), parts, 10_000, tiny_model(score_mode), DNR, OPTIM)
+    terms = train_step(make_batch(), parts, 10_000, tiny_model(score_mode), NAIVE, OPTIM)
     assert set(terms) == {"train/loss_direct", "train/loss_theta"}
     assert terms["train/loss_direct"] == terms["train/loss_theta"] > 0
     assert _changed(parts.reranker, before)
+    assert int(parts.reranker.score_quantiles.num_updates) == 1  # the score sketch learns in every mode
+
+
+@pytest.mark.parametrize("score_mode", SCORE_MODES)
+def test_dnr_layers_on_every_score_mode(score_mode):
+    parts = _parts(score_mode)
+    assert parts.heuristic is not None and parts.generator is not None
+    model = tiny_model(score_mode)
+    theta, phi = _snapshot(parts.reranker), _snapshot(parts.generator)
+    heuristic = train_step(make_batch(), parts, DNR.lambda_e - 1, model, DNR, OPTIM)
+    assert set(heuristic) == {"train/loss_direct", "train/loss_z", "train/loss_theta"}
+    assert not _changed(parts.generator, phi)
+    adversarial = train_step(make_batch(seed=1), parts, DNR.lambda_e, model, DNR, OPTIM)
+    assert set(adversarial) == ALL_KEYS
+    assert all(torch.isfinite(torch.tensor(v)) for v in adversarial.values())
+    assert _changed(parts.reranker, theta) and _changed(parts.generator, phi)
+
+
+@pytest.mark.parametrize("score_mode", SCORE_MODES)
+def test_dnr_at_lambda_m_zero_without_generator_is_the_naive_step(score_mode):
+    """The DNR recipe adds nothing but its objectives: at lambda_m = 0 and before any generator,
+    the reranker after each step equals the naive mode's, bit for bit."""
+    dnr = DNRConfig(lambda_m=0.0, use_generator=False, lambda_e=0)
+    dnr_parts, naive_parts = _parts(score_mode, dnr, seed=3), _parts(score_mode, NAIVE, seed=3)
+    model = tiny_model(score_mode)
+    for step in range(3):
+        batch = make_batch(seed=step)
+        torch.manual_seed(step)  # the same dropout masks in both
+        dnr_terms = train_step(batch, dnr_parts, step, model, dnr, OPTIM)
+        torch.manual_seed(step)
+        naive_terms = train_step(batch, naive_parts, step, model, NAIVE, OPTIM)
+        assert dnr_terms == naive_terms
+    after, expected = dnr_parts.reranker.state_dict(), naive_parts.reranker.state_dict()
+    assert after.keys() == expected.keys()
+    assert all(torch.equal(after[k], expected[k]) for k in expected)
 
 
 def test_heuristic_phase_trains_only_the_reranker():
@@ -63,7 +100,7 @@ def test_heuristic_phase_trains_only_the_reranker():
     assert _changed(parts.reranker, theta)
     assert not _changed(parts.generator, phi)
     assert all(p.grad is None for p in parts.generator.parameters())
-    assert int(parts.real_scores.num_updates) == 1
+    assert int(parts.reranker.score_quantiles.num_updates) == 1
 
 
 def test_generator_phase_starts_at_lambda_e_and_reports_every_term():
