@@ -30,7 +30,10 @@ step, inference time per request, DeGRe's mining time per request) and the ``.js
 from __future__ import annotations
 
 import argparse
+import contextlib
+import copy
 import dataclasses
+import itertools
 import datetime as dt
 import json
 import math
@@ -39,7 +42,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,18 +50,21 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import torch
 
-from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
+from dnr.config import (SCORE_MODES, DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig, ValidationConfig,
+                        load_config)
 from dnr.data.arrow_lists import flat_values, list_layout
 from dnr.data.batch import RerankBatch
 from dnr.data.collate import collate
-from dnr.data.validate import SchemaError, check_schema, hash_request_ids
+from dnr.data.validate import SchemaError, check_schema, hash_request_ids, holdout_mask
 from dnr.data.validate import split as validate_split
 from dnr.evaluation.bootstrap import DeltaInterval, PairedBootstrap, poisson_weights
 from dnr.evaluation.metrics import MetricAccumulator, per_request_metrics
 from dnr.models.degre_search import evaluator_ranking
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
+from dnr.training.schedule import is_constant, lr_factor
 from dnr.training.step import TrainParts, build_train_parts, mine, train_step
+from dnr.training.wrappers import evaluating
 
 C = REQUEST_LOGS.col
 K = 6
@@ -69,6 +75,10 @@ REPLICATES, CONFIDENCE = 2000, 0.95
 
 
 # ------------------------------------------------------------------------------------ the rows
+
+
+DNR_BASE = "<dnr base>"
+"""A DNR row's score mode placeholder: the run's ``--dnr-mode`` (BenchConfig.dnr_mode)."""
 
 
 @dataclass(frozen=True)
@@ -94,35 +104,40 @@ class Row:
         return (self.family, self.score_mode, self.dnr, self.degre)
 
 
+NAIVE = (("enabled", False),)
+"""The naive score modes: the same reranker trained with plain BCE (no DNR objectives)."""
+
 ROWS: tuple[Row, ...] = (
     Row("retriever order", scorer="retriever"),
-    Row("PRM none", score_mode="none"),
-    Row("PRM concat", score_mode="concat"),
-    Row("PRM add", score_mode="add"),
-    Row("PRM weight", score_mode="weight"),
-    Row("DNR-G", score_mode="denoise", dnr=(("heuristic", "gaussian"),)),
-    Row("DNR-B", score_mode="denoise", dnr=(("heuristic", "beta"),)),
+    Row("PRM none", score_mode="none", dnr=NAIVE),
+    Row("PRM concat", score_mode="concat", dnr=NAIVE),
+    Row("PRM add", score_mode="add", dnr=NAIVE),
+    Row("PRM weight", score_mode="weight", dnr=NAIVE),
+    Row("PRM denoise", score_mode="denoise", dnr=NAIVE),
+    # DNR rows train the DNR objectives on the base score mode ``--dnr-mode`` (default denoise).
+    Row("DNR-G", score_mode=DNR_BASE, dnr=(("heuristic", "gaussian"),)),
+    Row("DNR-B", score_mode=DNR_BASE, dnr=(("heuristic", "beta"),)),
     # The ablations are of DNR-B (the config's default heuristic).
-    Row("DNR-B w/o L_adv", score_mode="denoise", dnr=(("heuristic", "beta"), ("use_adv", False))),
-    Row("DNR-B w/o L_x", score_mode="denoise", dnr=(("heuristic", "beta"), ("use_lx", False))),
-    Row("DNR-B heuristic only", score_mode="denoise",
+    Row("DNR-B w/o L_adv", score_mode=DNR_BASE, dnr=(("heuristic", "beta"), ("use_adv", False))),
+    Row("DNR-B w/o L_x", score_mode=DNR_BASE, dnr=(("heuristic", "beta"), ("use_lx", False))),
+    Row("DNR-B heuristic only", score_mode=DNR_BASE,
         dnr=(("heuristic", "beta"), ("use_generator", False))),
     # The cheaper-step option (not the default): the synthetic copy for half of each batch.
-    Row("DNR-B half synthetic", score_mode="denoise",
+    Row("DNR-B half synthetic", score_mode=DNR_BASE,
         dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.5))),
-    Row("DNR-B 0.3 synthetic", score_mode="denoise",
+    Row("DNR-B 0.3 synthetic", score_mode=DNR_BASE,
         dnr=(("heuristic", "beta"), ("synthetic_fraction", 0.3))),
-    # DeGRe on the same backbone size, with score mode add (starts at the retriever order; trained
-    # with plain supervision, denoise learns little without DNR's generator: see bench/README.md).
+    # DeGRe on the same backbone size, with score mode add (starts at the retriever order).
     # The first two rows share one training run.
-    Row("DeGRe evaluator greedy", scorer="evaluator", family="degre", score_mode="add"),
-    Row("DeGRe generator", family="degre", score_mode="add"),
-    Row("DeGRe generator w/o dense", family="degre", score_mode="add", degre=(("dense", False),)),
+    Row("DeGRe evaluator greedy", scorer="evaluator", family="degre", score_mode="add", dnr=NAIVE),
+    Row("DeGRe generator", family="degre", score_mode="add", dnr=NAIVE),
+    Row("DeGRe generator w/o dense", family="degre", score_mode="add", dnr=NAIVE, degre=(("dense", False),)),
     Row("oracle (true_click_prob)", scorer="oracle"),
 )
 ROW_BY_NAME = {row.name: row for row in ROWS}
-NAIVE_ROWS = ("PRM concat", "PRM add", "PRM weight")
+NAIVE_ROWS = ("PRM concat", "PRM add", "PRM weight", "PRM denoise")
 DNR_ROWS = ("DNR-G", "DNR-B")
+ABLATION_ROWS = ("DNR-B w/o L_adv", "DNR-B w/o L_x", "DNR-B heuristic only")
 DEGRE_ROWS = ("DeGRe evaluator greedy", "DeGRe generator", "DeGRe generator w/o dense")
 BASELINE = "retriever order"
 """The row every other is measured against in the main table (no training: what is served today)."""
@@ -149,6 +164,18 @@ class BenchConfig:
     degre: DeGReConfig = DeGReConfig(evaluator_d_model=64, evaluator_lr=1e-2)
     """DeGRe rows: K, beam, temperature and the evaluator (the generator is sized by ``model``)."""
     eval_batch_size: int = 512
+    dnr_mode: str = "denoise"
+    """The score mode the DNR rows train on (``--dnr-mode``)."""
+    recipe: str = "fixed"
+    """fixed: ``steps`` steps at a constant rate, the last weights scored. daily: the daily job's
+    recipe (``--config``): up to ``max_epochs`` epochs with the config's warm-up and decay over
+    them, a ``validation.fraction`` hold-out of the training days scored every
+    ``validation.every_steps`` steps and at each epoch's end, the best weights kept, early stop
+    after ``validation.patience`` evaluations without a gain; the switch at ``dnr.lambda_e_epochs``."""
+    max_epochs: int = 0
+    """daily recipe: the run's most epochs (the config's ``train.epochs``)."""
+    validation: ValidationConfig = ValidationConfig()
+    """daily recipe: the config's hold-out."""
 
     @property
     def lambda_e(self) -> int:
@@ -156,6 +183,31 @@ class BenchConfig:
 
     def epochs(self, train_requests: int) -> float:
         return self.steps * self.data.batch_size / train_requests
+
+    def steps_per_epoch(self, train_requests: int) -> int:
+        return train_requests // self.data.batch_size
+
+    def total_steps(self, train_requests: int) -> int:
+        """The planned steps of a trained row (the daily recipe may stop earlier)."""
+        if self.recipe == "daily":
+            return self.max_epochs * self.steps_per_epoch(train_requests)
+        return self.steps
+
+    def switch_step(self, train_requests: int) -> int:
+        if self.recipe == "daily":
+            return self.dnr.switch_step(self.steps_per_epoch(train_requests))
+        return self.lambda_e
+
+
+def daily_recipe(config: str | None, overrides: Sequence[str] = ()) -> BenchConfig:
+    """The daily job's recipe from its YAML (``jobs/configs/public.yaml``): its model, DNR,
+    optimizer, schedule, epochs and hold-out, and one in-process batch of ``data.batch_size x
+    train.num_workers`` requests per step (what one step of its DDP workers averages over)."""
+    job = load_config(config, overrides)
+    data = dataclasses.replace(job.data, batch_size=job.data.batch_size * job.train.num_workers)
+    return BenchConfig(data=data, model=job.model, dnr=job.dnr, optim=job.optim, steps=0, switch_fraction=0.0,
+                       recipe="daily", max_epochs=job.train.epochs, validation=job.validation,
+                       dnr_mode=job.model.score_mode)
 
 
 @dataclass(frozen=True)
@@ -348,19 +400,22 @@ def keep_valid(table: pa.Table, max_list_len: int, log: Callable[[str], None]) -
     return kept
 
 
-def training_batches(table: pa.Table, cfg: BenchConfig, seed: int) -> list[RerankBatch]:
-    """The seed's training order: ``cfg.steps`` full batches from successive shuffles (each
-    epoch's incomplete last batch is dropped)."""
+def epoch_batches(table: pa.Table, cfg: BenchConfig, rng: np.random.Generator) -> Iterator[RerankBatch]:
+    """One epoch in the seed's order: full batches of a fresh shuffle (the incomplete last one is
+    dropped), collated as they are needed."""
+    size = cfg.data.batch_size
+    order = rng.permutation(table.num_rows)
+    for lo in range(0, table.num_rows - size + 1, size):
+        yield collate(table.take(order[lo:lo + size]), cfg.data)
+
+
+def training_batches(table: pa.Table, cfg: BenchConfig, seed: int) -> Iterator[RerankBatch]:
+    """The seed's training order: successive shuffled epochs, without end (the trainer stops)."""
     if table.num_rows < cfg.data.batch_size:
         raise ValueError(f"{table.num_rows} training requests, fewer than one batch of {cfg.data.batch_size}")
     rng = np.random.default_rng(seed)
-    size = cfg.data.batch_size
-    batches: list[RerankBatch] = []
-    while len(batches) < cfg.steps:
-        order = rng.permutation(table.num_rows)
-        batches += [collate(table.take(order[lo:lo + size]), cfg.data)
-                    for lo in range(0, table.num_rows - size + 1, size)][:cfg.steps - len(batches)]
-    return batches
+    while True:
+        yield from epoch_batches(table, cfg, rng)
 
 
 def eval_batches(table: pa.Table, cfg: BenchConfig) -> list[RerankBatch]:
@@ -368,46 +423,112 @@ def eval_batches(table: pa.Table, cfg: BenchConfig) -> list[RerankBatch]:
     return [collate(table.slice(lo, size), cfg.data) for lo in range(0, table.num_rows, size)]
 
 
+def holdout(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:
+    """(trained, held out): the daily job's hash hold-out of the training days' requests."""
+    held = holdout_mask(table.column(C.request_id), fraction)
+    return table.filter(pa.array(~held)), table.filter(pa.array(held))
+
+
 # ------------------------------------------------------------------------------------ one run
 
 
-def row_configs(row: Row, cfg: BenchConfig) -> tuple[ModelConfig, DNRConfig, DeGReConfig]:
+def row_configs(row: Row, cfg: BenchConfig, train_requests: int) -> tuple[ModelConfig, DNRConfig, DeGReConfig]:
     """The model, DNR and DeGRe configs of a trained row: the preset plus the row's overrides."""
-    model = dataclasses.replace(cfg.model, family=row.family, score_mode=row.score_mode)
-    dnr = dataclasses.replace(cfg.dnr, lambda_e=cfg.lambda_e, **dict(row.dnr))
+    mode = cfg.dnr_mode if row.score_mode == DNR_BASE else row.score_mode
+    model = dataclasses.replace(cfg.model, family=row.family, score_mode=mode)
+    dnr = dataclasses.replace(cfg.dnr, lambda_e=cfg.switch_step(train_requests), **dict(row.dnr))
     return model, dnr, dataclasses.replace(cfg.degre, **dict(row.degre))
 
 
 @dataclass
 class Trained:
-    """One training run: its parts (eval mode), last loss terms and seconds per step."""
+    """One training run: its parts (eval mode, the best weights under the daily recipe), last
+    loss terms, seconds per step and, under the daily recipe, its validation curve."""
 
     parts: TrainParts
     terms: dict[str, float]
     step_seconds: float
+    steps: int = 0
+    curve: list[tuple[int, float]] = field(default_factory=list)
+    """[(step, hold-out N@6)]: step 0 is the fresh model."""
+    best_step: int = 0
 
 
-def train_reranker(row: Row, cfg: BenchConfig, batches: Sequence[RerankBatch], seed: int) -> Trained:
-    """Train one row's models on ``batches`` (the seed's order)."""
-    model_cfg, dnr_cfg, degre_cfg = row_configs(row, cfg)
+class HoldOut:
+    """The daily recipe's validation: scores the hold-out, keeps the best weights, counts the
+    patience (the rules of dnr.training.validation: the fresh model is never "best")."""
+
+    def __init__(self, batches: Sequence[RerankBatch], cfg: ValidationConfig, parts: TrainParts):
+        self.batches, self.cfg, self.parts = batches, cfg, parts
+        self.curve: list[tuple[int, float]] = []
+        self.best: float | None = None
+        self.best_step, self.best_state, self.since_best = 0, None, 0
+
+    def evaluate(self, step: int) -> bool:
+        """Score the hold-out after ``step`` steps; True when the run should stop."""
+        models = [m for m in (self.parts.reranker, self.parts.evaluator) if m is not None]
+        with contextlib.ExitStack() as stack:
+            for model in models:
+                stack.enter_context(evaluating(model))
+            value = evaluate(self.parts.reranker, self.batches)[0][self.cfg.metric]
+        self.curve.append((step, value))
+        if step == 0:
+            return False
+        if self.best is None or value > self.best + self.cfg.min_delta:
+            self.best, self.best_step, self.since_best = value, step, 0
+            self.best_state = [copy.deepcopy(m.state_dict()) for m in models]
+            return False
+        self.since_best += 1
+        return bool(self.cfg.patience) and self.since_best >= self.cfg.patience
+
+    def restore_best(self) -> None:
+        if self.best_state is not None:
+            for model, state in zip([m for m in (self.parts.reranker, self.parts.evaluator) if m is not None],
+                                    self.best_state):
+                model.load_state_dict(state)
+
+
+def train_reranker(row: Row, cfg: BenchConfig, train: pa.Table, seed: int,
+                   valid: Sequence[RerankBatch] = ()) -> Trained:
+    """Train one row's models on ``train`` in the seed's order: ``cfg.steps`` steps (fixed
+    recipe), or the daily recipe with ``valid`` as its hold-out."""
+    model_cfg, dnr_cfg, degre_cfg = row_configs(row, cfg, train.num_rows)
     torch.manual_seed(seed)  # initialisation and the generators' noise draws
     parts = build_train_parts(model_cfg, cfg.data, dnr_cfg, cfg.optim, degre_cfg)
     parts.reranker.train()
+    total, per_epoch = cfg.total_steps(train.num_rows), cfg.steps_per_epoch(train.num_rows)
+    scheduled = cfg.recipe == "daily" and not is_constant(cfg.optim)
+    holdout_run = HoldOut(valid, cfg.validation, parts) if cfg.recipe == "daily" and valid else None
+    if holdout_run is not None:
+        holdout_run.evaluate(0)
     terms: dict[str, float] = {}
-    started = time.monotonic()
-    for step, batch in enumerate(batches):
+    started, step, stop = time.monotonic(), 0, False
+    for batch in training_batches(train, cfg, seed):
+        if step >= total or stop:
+            break
+        if scheduled:
+            for opt in (parts.reranker_opt, parts.generator_opt, parts.evaluator_opt):
+                if opt is not None:
+                    opt.scale_lr(lr_factor(step, total, cfg.optim))
         terms = train_step(batch, parts, step, model_cfg, dnr_cfg, cfg.optim, degre_cfg)
-    step_seconds = (time.monotonic() - started) / max(len(batches), 1)
+        step += 1
+        if holdout_run is not None and (step % cfg.validation.every_steps == 0 or step % per_epoch == 0):
+            stop = holdout_run.evaluate(step)
+    step_seconds = (time.monotonic() - started) / max(step, 1)
+    trained = Trained(parts, terms, step_seconds, steps=step)
+    if holdout_run is not None:
+        holdout_run.restore_best()
+        trained.curve, trained.best_step = holdout_run.curve, holdout_run.best_step
     for model in (parts.reranker, parts.evaluator):
         if model is not None:
             model.eval()
-    return Trained(parts, terms, step_seconds)
+    return trained
 
 
 def mining_seconds_per_request(trained: Trained, row: Row, cfg: BenchConfig,
-                               batches: Sequence[RerankBatch]) -> float:
+                               batches: Sequence[RerankBatch], train_requests: int) -> float:
     """DeGRe's offline cost: beam search + dense targets with the trained evaluator, per request."""
-    degre_cfg = row_configs(row, cfg)[2]
+    degre_cfg = row_configs(row, cfg, train_requests)[2]
     started = time.monotonic()
     for batch in batches:
         mine(batch, trained.parts.evaluator, degre_cfg)
@@ -457,6 +578,8 @@ class Results:
     seconds: dict[str, dict[int, float]] = field(default_factory=dict)
     cost: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
     """Trained rows: train_ms_per_step, infer_ms_per_request and, for DeGRe, mining_ms_per_request."""
+    training: dict[str, dict[int, dict]] = field(default_factory=dict)
+    """Trained rows: steps taken, the step kept (daily recipe) and the hold-out curve."""
 
     def add(self, row: str, seed: int, metrics: dict[str, float], per_request: np.ndarray, seconds: float):
         self.metrics.setdefault(row, {})[seed] = metrics
@@ -478,14 +601,18 @@ def run_benchmark(split: Split, rows: Sequence[Row], seeds: Sequence[int], cfg: 
     eval_requests = sum(b.num_requests for b in evals)
     started = time.monotonic()
     fixed: dict[str, tuple[dict[str, float], np.ndarray]] = {}
+    train, valid = split.train, []
+    if cfg.recipe == "daily" and cfg.validation.fraction > 0:
+        train, held = holdout(split.train, cfg.validation.fraction)
+        valid = eval_batches(held.slice(0, cfg.validation.max_requests), cfg)
+        log(f"daily recipe: {train.num_rows:,} requests trained, {held.num_rows:,} held out for validation")
     for seed in seeds:
-        batches = training_batches(split.train, cfg, seed)
         runs: dict[tuple, Trained] = {}
         for row in rows:
             t0, cpu0 = time.monotonic(), time.process_time()
             if row.scorer in ("model", "evaluator"):
                 if row.training not in runs:
-                    runs[row.training] = train_reranker(row, cfg, batches, seed)
+                    runs[row.training] = train_reranker(row, cfg, train, seed, valid)
                 trained = runs[row.training]
                 t_eval = time.monotonic()
                 metrics, per_request = evaluate(row_scorer(row, trained, cfg), evals)
@@ -493,10 +620,17 @@ def run_benchmark(split: Split, rows: Sequence[Row], seeds: Sequence[int], cfg: 
                         "infer_ms_per_request": 1e3 * (time.monotonic() - t_eval) / eval_requests}
                 if row.family == "degre" and row.scorer == "model" and dict(row.degre).get("dense", True):
                     cost["mining_ms_per_request"] = 1e3 * mining_seconds_per_request(
-                        trained, row, cfg, batches[:20])
+                        trained, row, cfg, list(itertools.islice(training_batches(train, cfg, seed), 20)),
+                        train.num_rows)
                 results.cost.setdefault(row.name, {})[seed] = cost
+                results.training.setdefault(row.name, {})[seed] = {
+                    "steps": trained.steps, "best_step": trained.best_step, "curve": trained.curve}
                 name = "train/loss_direct" if "train/loss_direct" in trained.terms else "train/loss_theta"
                 loss = f"  {name.removeprefix('train/')} {trained.terms[name]:.4f}"
+                if trained.curve:
+                    loss += (f"  steps {trained.steps}, best {trained.best_step} "
+                             f"(hold-out {max(v for s_, v in trained.curve if s_ == trained.best_step):.4f})"
+                             if trained.best_step else f"  steps {trained.steps}, no gain on the hold-out")
             else:
                 if row.scorer not in fixed:
                     fixed[row.scorer] = evaluate(FIXED_SCORERS[row.scorer], evals)
@@ -545,7 +679,8 @@ def comparisons(results: Results) -> list[tuple[str, str]]:
     have = set(results.rows)
     pairs = [(d, n) for d in DNR_ROWS for n in (*NAIVE_ROWS, BASELINE) if {d, n} <= have]
     pairs += [(d, n) for d in DEGRE_ROWS for n in ("DNR-B", "PRM concat", BASELINE) if {d, n} <= have]
-    pairs += [(o, "DNR-B") for o in ("DNR-B half synthetic", "DNR-B 0.3 synthetic") if {o, "DNR-B"} <= have]
+    pairs += [(o, "DNR-B") for o in ("DNR-B half synthetic", "DNR-B 0.3 synthetic", *ABLATION_ROWS)
+              if {o, "DNR-B"} <= have]
     return pairs
 
 
@@ -652,7 +787,7 @@ def to_json(results: Results, meta: dict,
         "seeds": results.seeds,
         "rows": {
             row: {str(s): {**results.metrics[row][s], "seconds": round(results.seconds[row][s], 2),
-                           **results.cost.get(row, {}).get(s, {})}
+                           **results.cost.get(row, {}).get(s, {}), **results.training.get(row, {}).get(s, {})}
                   for s in results.seeds}
             for row in results.rows
         },
@@ -681,9 +816,7 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
         f"({ranked:,} with a positive: the requests N@{K} averages over)",
         f"candidates/request: mean {candidates.mean():.1f}, max {candidates.max()}; "
         f"labelled positives rate (train) {labels.mean():.4f} = {labels.sum() / split.train.num_rows:.2f}/request",
-        f"budget per trained row: {cfg.steps} steps of {cfg.data.batch_size} requests = "
-        f"{cfg.epochs(split.train.num_rows):.2f} epochs, lr {cfg.optim.lr:g}, "
-        f"generator switch (lambda_e) at step {cfg.lambda_e}",
+        f"budget per trained row: {budget_text(cfg, split.train.num_rows)}",
         f"model: PRM d_model {cfg.model.d_model}, {cfg.model.n_layers} layer(s), {cfg.model.n_heads} heads, "
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets",
         f"DNR: lambda_m {cfg.dnr.lambda_m}, lambda_x {cfg.dnr.lambda_x}, lambda_c {cfg.dnr.lambda_c}, "
@@ -692,8 +825,22 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
         f"beam_weight {cfg.degre.beam_weight}, evaluator d {cfg.degre.evaluator_d_model} x "
         f"{cfg.degre.evaluator_layers} layer(s), lr {cfg.degre.evaluator_lr:g}",
         f"runs: {trained} trained rows x {len(seeds)} seeds = {trained * len(seeds)} trainings, "
-        f"{trained * len(seeds) * cfg.steps:,} steps",
+        f"at most {trained * len(seeds) * cfg.total_steps(split.train.num_rows):,} steps",
     ]
+
+
+def budget_text(cfg: BenchConfig, train_requests: int) -> str:
+    """The training budget of every trained row, in words."""
+    per_epoch = cfg.steps_per_epoch(train_requests)
+    if cfg.recipe == "daily":
+        v = cfg.validation
+        return (f"the daily job's recipe: at most {cfg.max_epochs} epochs of {per_epoch} steps of batch "
+                f"{cfg.data.batch_size}, warm-up {cfg.optim.warmup_steps} steps then {cfg.optim.lr_decay} decay, "
+                f"hold-out {v.fraction:.0%} scored every {v.every_steps} steps and each epoch's end, best "
+                f"weights kept, patience {v.patience}; generator switch after {cfg.dnr.lambda_e_epochs:g} "
+                f"epoch(s) (step {cfg.switch_step(train_requests)})")
+    return (f"{cfg.steps} steps of {cfg.data.batch_size} requests = {cfg.epochs(train_requests):.2f} epochs, "
+            f"constant lr, the last weights; generator switch at step {cfg.lambda_e}")
 
 
 def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[int], extra: str) -> str:
@@ -703,11 +850,11 @@ def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[i
         f"Per-request averages at K={K} over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± sample std. "
         f"PRM d_model={cfg.model.d_model}, {cfg.model.n_layers} layer(s), {cfg.model.n_heads} heads, "
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets; every trained "
-        f"row: {cfg.steps} steps ({cfg.epochs(split.train.num_rows):.2f} epochs) of batch {cfg.data.batch_size}, "
+        f"row: {budget_text(cfg, split.train.num_rows)}, DNR rows on score mode {cfg.dnr_mode}, "
         f"AdamW lr {cfg.optim.lr:g} (dense), item table {cfg.optim.embedding_optimizer} lr {cfg.optim.embedding_lr:g}, "
         f"same data order per seed; DNR: generator lr {cfg.optim.generator_lr:g}, "
         f"lambda_m={cfg.dnr.lambda_m}, lambda_x={cfg.dnr.lambda_x}, lambda_c={cfg.dnr.lambda_c}, "
-        f"lambda_e={cfg.lambda_e}. DeGRe: K={cfg.degre.list_len}, beam {cfg.degre.beam_width}, "
+        f"noise scale {cfg.dnr.noise_scale}. DeGRe: K={cfg.degre.list_len}, beam {cfg.degre.beam_width}, "
         f"temperature {cfg.degre.temperature}, beam_weight {cfg.degre.beam_weight}, evaluator "
         f"d_model={cfg.degre.evaluator_d_model}, lr {cfg.degre.evaluator_lr:g}. {extra}"
     )
@@ -733,6 +880,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--lake: the days trained on (default: every ds before --eval-ds)")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="budget and model size (default: the dataset's; lake for --lake)")
+    p.add_argument("--config", help="the daily job's recipe instead of a preset: its YAML (e.g. "
+                                    "jobs/configs/public.yaml): model, DNR, optimizer, schedule, epochs, hold-out")
+    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="--config overrides, as train_daily takes them (dnr.lambda_c=0.3)")
+    p.add_argument("--dnr-mode", choices=[m for m in SCORE_MODES],
+                   help="score mode the DNR rows train on (default: the config's model.score_mode, "
+                        "denoise for a preset)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--split", choices=("test", "valid"), default="test",
                    help="valid: evaluate on the last training day(s); the test days are not read")
@@ -757,6 +911,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error("--ratings applies to --dataset ml-latest-small, not to --lake")
     if args.dataset is not None and (args.eval_ds or args.train_days):
         p.error(f"--eval-ds and --train-days apply to --lake, not to --dataset {args.dataset} (whose days are fixed)")
+    if args.set and not args.config:
+        p.error("--set overrides the --config recipe; give --config too")
     if args.dataset == "ml-latest-small" and not args.ratings:
         p.error("--dataset ml-latest-small needs --ratings")
     args.preset = args.preset or args.dataset or "lake"
@@ -764,8 +920,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def configure(args: argparse.Namespace) -> BenchConfig:
-    """The preset with the command-line overrides."""
-    cfg = PRESETS[args.preset]
+    """The preset (or the daily recipe of ``--config``) with the command-line overrides."""
+    cfg = daily_recipe(args.config, args.set) if args.config else PRESETS[args.preset]
+    if args.dnr_mode:
+        cfg = dataclasses.replace(cfg, dnr_mode=args.dnr_mode)
     dnr = {k: v for k, v in (("lambda_m", args.lambda_m), ("lambda_x", args.lambda_x),
                              ("lambda_c", args.lambda_c)) if v is not None}
     top = {k: v for k, v in (("steps", args.steps), ("switch_fraction", args.switch_fraction)) if v is not None}
@@ -839,7 +997,8 @@ def main(argv: list[str] | None = None) -> int:
         ("" if args.split == "test" else "_valid") + (f"_{args.tag}" if args.tag else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.md").write_text(text)
-    meta = {"dataset": name, "preset": args.preset, "split": args.split,
+    meta = {"dataset": name, "preset": None if args.config else args.preset, "recipe": args.config or cfg.recipe,
+            "split": args.split,
             "argv": sys.argv[1:] if argv is None else argv, "config": dataclasses.asdict(cfg),
             "source": source, **facts, "machine": machine(), "wall_seconds": round(total, 1),
             "cpu_seconds": round(cpu, 1), "train_days": split.train_days, "eval_days": split.eval_days}

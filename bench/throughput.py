@@ -4,7 +4,7 @@ Delta -> Ray Data -> Ray Train, the Train workers' peak memory, and the embeddin
 Three step kinds, all at the sizes of ``jobs/configs/local.yaml`` (d=64, 1 layer, 2^16 item
 buckets, batch 128, L=50, history 50):
 
-* ``prm``: ``model.score_mode=concat``, plain BCE (the PRM baseline).
+* ``prm``: ``model.score_mode=concat`` with ``dnr.enabled=false``: plain BCE (the PRM baseline).
 * ``dnr_heuristic``: ``denoise``, stage 1 (beta noise): one forward over the batch doubled.
 * ``dnr_adversarial``: ``denoise`` with ``dnr.lambda_e=0``: stage 2, the reranker half-step
   plus the generator half-step (a second forward and a backward through the frozen reranker).
@@ -66,7 +66,7 @@ from dnr.training.step import build_train_parts
 LOCAL_CONFIG = "jobs/configs/local.yaml"
 DAY0 = dt.date(2026, 1, 1)
 MODES = {
-    "prm": ["model.score_mode=concat"],
+    "prm": ["model.score_mode=concat", "dnr.enabled=false"],
     "dnr_heuristic": ["model.score_mode=denoise", "dnr.lambda_e=1000000000"],
     "dnr_adversarial": ["model.score_mode=denoise", "dnr.lambda_e=0"],
     # the cheaper-step option (off by default): a synthetic copy for half of each batch

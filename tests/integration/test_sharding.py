@@ -152,7 +152,7 @@ def test_the_fused_table_optimizer_updates_rows_like_the_plain_one(tmp_path):
     cfg = load_config(None, [f"{k}={v}" for k, v in {
         "data.num_buckets": 64, "data.max_list_len": 16, "data.history_len": 8, "model.d_model": 16,
         "model.n_layers": 1, "model.n_heads": 2, "model.ff_dim": 32, "model.dropout": 0,
-        "model.score_mode": "concat"}.items()])
+        "model.score_mode": "concat", "dnr.enabled": "false"}.items()])
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
