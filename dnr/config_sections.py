@@ -122,6 +122,12 @@ class DNRConfig:
     lambda_c: float = 0.4
     """Noise ratio in u' = (1 - lambda_c) * z + lambda_c * eps, for the heuristics and the learned
     generator alike (the paper's range: 0.3-0.5; below 0.5, u' > 0.5 iff z = 1)."""
+    match_auc: bool = False
+    """Choose lambda_c every step so that the heuristic's synthetic scores rank the labels as well
+    as the real scores do (the running per-request AUC of the real scores, kept with the score
+    sketch): the denoising task as hard as the real one, whatever the retriever. ``lambda_c`` is
+    then used only before the first labelled request; the learned generator is anchored with the
+    same lambda_c."""
     noise_scale: str = "quantile"
     """quantile: u' is a quantile of the real scores and x' = icdf(u') lies on the retriever's
     own scale (dnr.models.score_quantiles); uniform: x' = u' on [0, 1], the paper's form (the

@@ -37,20 +37,68 @@ def _mix(labels: torch.Tensor, eps: torch.Tensor, lambda_c: float) -> torch.Tens
     return ((1.0 - lambda_c) * labels + lambda_c * eps).clamp(0.0, 1.0)
 
 
-class GaussianNoise(nn.Module):
+class HeuristicNoise(nn.Module):
+    """A parameter-free noise law: u' = (1 - lambda_c) z + lambda_c eps with eps drawn by
+    :meth:`sample`. ``lambda_c`` may be changed between steps (``dnr.match_auc``)."""
+
+    def __init__(self, lambda_c: float):
+        super().__init__()
+        self.lambda_c = lambda_c
+        self._auc_table: Optional[torch.Tensor] = None
+
+    def sample(self, like: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
+        """labels [B, L] -> u' [B, L] in [0, 1]."""
+        return _mix(labels, self.sample(labels), self.lambda_c)
+
+    def lambda_c_for_auc(self, auc: torch.Tensor) -> torch.Tensor:
+        """The lambda_c at which this law's synthetic scores rank the labels with AUC ``auc``
+        (a scalar tensor): P(u'(z=1) > u'(z=0)) = P(eps2 - eps1 < (1 - lambda_c) / lambda_c),
+        decreasing from 1 at lambda_c = 0 to 1/2 at lambda_c = 1; tabulated once on a fixed
+        sample of the law, then interpolated (no host sync)."""
+        table = self._table(auc.device)
+        lambdas = torch.linspace(0.0, 1.0, table.numel(), device=auc.device)
+        # the table decreases in lambda_c: search its reverse
+        reverse = table.flip(0).contiguous()
+        target = auc.float().clamp(0.5, 1.0).reshape(1)
+        k = torch.searchsorted(reverse, target).clamp(1, reverse.numel() - 1)
+        lo, hi = reverse[k - 1], reverse[k]
+        w = ((target - lo) / (hi - lo).clamp_min(1e-9)).clamp(0.0, 1.0)
+        lam = lambdas.flip(0)
+        return (lam[k - 1] + w * (lam[k] - lam[k - 1])).reshape(())
+
+    def _table(self, device: torch.device, points: int = 201, draws: int = 4096) -> torch.Tensor:
+        if self._auc_table is None or self._auc_table.device != device:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                first = self.sample(torch.empty(draws)).double()
+                second = self.sample(torch.empty(draws)).double().sort().values
+            lambdas = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
+            gap = (1.0 - lambdas) / lambdas.clamp_min(1e-12)  # [points]
+            bound = first.unsqueeze(0) + gap.unsqueeze(1)  # [points, draws]
+            below = torch.searchsorted(second, bound.contiguous(), right=False).double()
+            ties = torch.searchsorted(second, bound.contiguous(), right=True).double() - below
+            table = ((below + 0.5 * ties) / draws).mean(dim=1)
+            table[0] = 1.0
+            self._auc_table = table.float().to(device)
+        return self._auc_table
+
+
+class GaussianNoise(HeuristicNoise):
     """DNR-G: eps ~ N(mu, sigma) clipped to [0, 1]. No parameters; ignores the context."""
 
     def __init__(self, lambda_c: float, mu: float, sigma: float):
-        super().__init__()
-        self.lambda_c, self.mu, self.sigma = lambda_c, mu, sigma
+        super().__init__(lambda_c)
+        self.mu, self.sigma = mu, sigma
 
-    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
-        """labels [B, L] -> x' [B, L] in [0, 1]."""
-        eps = (self.mu + self.sigma * torch.randn_like(labels)).clamp(0.0, 1.0)
-        return _mix(labels, eps, self.lambda_c)
+    def sample(self, like: torch.Tensor) -> torch.Tensor:
+        """eps of ``like``'s shape, dtype and device."""
+        return (self.mu + self.sigma * torch.randn_like(like)).clamp(0.0, 1.0)
 
 
-class BetaNoise(nn.Module):
+class BetaNoise(HeuristicNoise):
     """DNR-B: eps ~ Beta(alpha, beta); the default 0.5/0.5 puts most noise near 0 and 1.
 
     Beta(1/2, 1/2) is the arcsine law, whose CDF (2/pi) arcsin(sqrt(x)) inverts in closed form:
@@ -60,12 +108,8 @@ class BetaNoise(nn.Module):
     """
 
     def __init__(self, lambda_c: float, alpha: float, beta: float):
-        super().__init__()
-        self.lambda_c, self.alpha, self.beta = lambda_c, alpha, beta
-
-    def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
-        """labels [B, L] -> x' [B, L] in [0, 1]."""
-        return _mix(labels, self.sample(labels), self.lambda_c)
+        super().__init__(lambda_c)
+        self.alpha, self.beta = alpha, beta
 
     def sample(self, like: torch.Tensor) -> torch.Tensor:
         """eps ~ Beta(alpha, beta), of ``like``'s shape, dtype and device."""

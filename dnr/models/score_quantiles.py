@@ -58,6 +58,9 @@ class ScoreQuantiles(nn.Module):
         self.register_buffer("mass", edges.diff().clone())
         """Probability of each bin (sums to 1); starts at the uniform law on [0, 1]."""
         self.register_buffer("num_updates", torch.tensor(0, dtype=torch.int64))
+        self.register_buffer("auc", torch.tensor(0.5))
+        """EMA of the real scores' per-request AUC against the labels (how well they rank clicks)."""
+        self.register_buffer("auc_updates", torch.tensor(0, dtype=torch.int64))
 
     # ---- estimation
 
@@ -68,16 +71,23 @@ class ScoreQuantiles(nn.Module):
         return torch.zeros(self.bins, device=scores.device).scatter_add_(0, index.flatten(), weights)
 
     @torch.no_grad()
-    def update(self, counts: torch.Tensor, decay: float) -> None:
-        """Fold counts from :meth:`batch_counts` (possibly summed over workers) into the EMA.
+    def update(self, counts: torch.Tensor, decay: float, auc_sums: torch.Tensor | None = None) -> None:
+        """Fold counts from :meth:`batch_counts` (possibly summed over workers) into the EMA, and
+        ``auc_sums`` from :func:`batch_auc_sums` into the AUC's.
 
-        A step without scores changes nothing; the first one with scores replaces the uniform
-        prior instead of being averaged with it."""
+        A step without scores changes nothing; the first one with scores replaces the prior
+        instead of being averaged with it."""
         total = counts.sum()
         seen = total > 0
         keep = torch.where(seen, torch.where(self.num_updates > 0, decay, 0.0), 1.0)
         self.mass.mul_(keep).add_((1 - keep) * counts / total.clamp_min(1e-12))
         self.num_updates.add_(seen.long())
+        if auc_sums is not None:
+            auc_total, requests = auc_sums[0], auc_sums[1]
+            seen = requests > 0
+            keep = torch.where(seen, torch.where(self.auc_updates > 0, decay, 0.0), 1.0)
+            self.auc.mul_(keep).add_((1 - keep) * auc_total / requests.clamp_min(1.0))
+            self.auc_updates.add_(seen.long())
 
     # ---- the maps
 
@@ -109,3 +119,18 @@ class ScoreQuantiles(nn.Module):
     def quantiles(self, probs: torch.Tensor) -> torch.Tensor:
         """Scores at the given probabilities (for reports: the median is ``quantiles(0.5)``)."""
         return self.icdf(probs)
+
+
+def batch_auc_sums(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[2]: the sum over requests of each request's AUC of ``scores`` against ``labels`` at
+    ``mask`` (ties count one half), and the number of requests with a positive and a negative.
+    Sums, so that workers merge them by an all-reduce."""
+    x = scores.detach().float()
+    positive, negative = mask & (labels > 0), mask & (labels <= 0)
+    pairs = positive.unsqueeze(2) & negative.unsqueeze(1)  # [B, L, L]: (positive i, negative j)
+    diff = x.unsqueeze(2) - x.unsqueeze(1)
+    wins = torch.where(pairs, (diff > 0).float() + 0.5 * (diff == 0).float(), 0.0).sum(dim=(1, 2))
+    count = pairs.sum(dim=(1, 2))
+    ranked = count > 0
+    per_request = torch.where(ranked, wins / count.clamp_min(1), 0.0)
+    return torch.stack([per_request.sum(), ranked.sum().float()])

@@ -6,8 +6,10 @@
   histogram over the same range as the real one; ``scores/real`` and ``scores/synthetic`` are
   the raw scores.
 * ``diag/auc_real`` and ``diag/auc_synthetic``: the AUC of the scores against the labels (how
-  well each list's scores alone rank its clicks). The synthetic one is how hard the denoising
-  task is; an adversary that learns pushes it down, towards the real one.
+  well the batch's scores alone rank its clicks). The synthetic one is how hard the denoising
+  task is; an adversary that learns pushes it down, towards the real one. ``diag/auc_real_running``
+  is the per-request AUC the score sketch keeps, and ``diag/lambda_c`` the noise ratio in use
+  (``dnr.match_auc`` sets it from that AUC).
 * ``diag/grad_norm_direct`` and ``diag/grad_norm_z``: the norms of the gradients of L_direct and
   of lambda_m * L_z with respect to the reranker's dense parameters, on the same batch: which
   objective drives the reranker. The item table is not differentiated (the reranker is scored
@@ -68,7 +70,8 @@ def dnr_diagnostics(parts: TrainParts, batch: RerankBatch, phase: str, dnr_cfg: 
                                       noise_to_score(parts.reranker, dnr_cfg))
     labelled, labels = batch.label_mask, batch.labels[batch.label_mask]
     real, fake = batch.scores[labelled], synthetic[labelled]
-    scalars = {"diag/auc_real": auc(real, labels), "diag/auc_synthetic": auc(fake, labels)}
+    scalars = {"diag/auc_real": auc(real, labels), "diag/auc_synthetic": auc(fake, labels),
+               "diag/auc_real_running": float(sketch.auc), "diag/lambda_c": float(parts.heuristic.lambda_c)}
     scalars |= gradient_norms(unwrap(parts.reranker), batch, synthetic, context, dnr_cfg.lambda_m)
     histograms = {"scores/real": real, "scores/synthetic": fake,
                   "scores/real_quantile": sketch.cdf(real), "scores/synthetic_quantile": sketch.cdf(fake)}

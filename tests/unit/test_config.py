@@ -60,7 +60,10 @@ def test_shipped_configs_are_the_intended_sizes():
     gpu = load_config(REPO / "cluster/configs/daily_gpu.yaml")
     assert (local.model.d_model, local.data.num_buckets, local.train.use_gpu) == (64, 2**16, False)
     assert (gpu.model.d_model, gpu.data.num_buckets, gpu.train.use_gpu) == (128, 2**20, True)
-    assert gpu.train.num_workers == 4 and gpu.dnr.lambda_e == 1000
+    assert gpu.train.num_workers == 4 and gpu.dnr.lambda_e_epochs == 1.0 and gpu.dnr.lambda_e == -1
+    for shipped in (local, gpu, load_config(REPO / "jobs/configs/public.yaml")):  # the validated recipe
+        assert (shipped.model.score_mode, shipped.model.rank_embedding) == ("add", False)
+        assert shipped.dnr.enabled and shipped.dnr.lambda_c == 0.9
 
 
 def test_overrides_are_parsed_by_the_field_type():

@@ -33,7 +33,8 @@ def test_a_log_step_reports_histograms_aucs_and_both_gradient_norms(phase, lambd
     grads = {n: None if p.grad is None else p.grad.clone() for n, p in parts.reranker.named_parameters()}
     diagnosis = dnr_diagnostics(parts, batch, phase, dnr)
     assert set(diagnosis.scalars) == {"diag/auc_real", "diag/auc_synthetic", "diag/grad_norm_direct",
-                                      "diag/grad_norm_z"}
+                                      "diag/grad_norm_z", "diag/auc_real_running", "diag/lambda_c"}
+    assert diagnosis.scalars["diag/lambda_c"] == pytest.approx(0.4)
     assert diagnosis.scalars["diag/grad_norm_direct"] > 0 and diagnosis.scalars["diag/grad_norm_z"] > 0
     # lambda_c < 0.5: every synthetic positive scores above every synthetic negative
     assert diagnosis.scalars["diag/auc_synthetic"] == 1.0

@@ -173,3 +173,19 @@ def test_dnr_config_names_the_bad_field():
         DNRConfig(lambda_c=1.5)
     with pytest.raises(ValueError, match="dnr.use_generator"):
         DNRConfig(use_adv=False, use_lx=False)
+
+
+@pytest.mark.parametrize("name", ["beta", "gaussian"])
+def test_lambda_c_for_auc_gives_synthetic_lists_that_rank_as_asked(name):
+    """dnr.match_auc: the lambda_c the table gives makes the heuristic's synthetic scores rank
+    positives above negatives with the asked AUC (checked on fresh draws)."""
+    heuristic = build_generator(name, DNRConfig(), D_MODEL)
+    assert float(heuristic.lambda_c_for_auc(torch.tensor(1.0))) <= 0.51
+    assert float(heuristic.lambda_c_for_auc(torch.tensor(0.5))) >= 0.99
+    torch.manual_seed(1)
+    for target in (0.6, 0.75, 0.9):
+        heuristic.lambda_c = heuristic.lambda_c_for_auc(torch.tensor(target))
+        n = 200_000
+        positives = heuristic(torch.ones(n))
+        negatives = heuristic(torch.zeros(n))
+        assert float((positives > negatives).float().mean()) == pytest.approx(target, abs=0.01)

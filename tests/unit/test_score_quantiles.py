@@ -93,3 +93,20 @@ def test_the_sketch_is_saved_with_the_reranker():
     restored.load_state_dict(state)
     x = torch.rand(100) * 0.2
     torch.testing.assert_close(restored.score_quantiles.cdf(x), fitted.cdf(x))
+
+
+def test_batch_auc_sums_by_hand():
+    from dnr.models.score_quantiles import batch_auc_sums
+
+    scores = torch.tensor([[0.9, 0.1, 0.5, 0.0], [0.2, 0.8, 0.5, 0.0], [0.3, 0.3, 0.0, 0.0]])
+    labels = torch.tensor([[1, 0, 0, 0], [1, 0, 1, 0], [1, 0, 0, 0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, False], [True, True, False, False]])
+    # request 0: the positive beats both negatives -> 1; request 1: positives 0.2, 0.5 vs the
+    # negative 0.8 -> 0; request 2: a tie -> 1/2
+    sums = batch_auc_sums(scores, labels, mask)
+    torch.testing.assert_close(sums, torch.tensor([1.5, 3.0]))
+    none = batch_auc_sums(scores, torch.zeros_like(labels), mask)  # no positive: no request counts
+    torch.testing.assert_close(none, torch.tensor([0.0, 0.0]))
+    sketch = ScoreQuantiles()
+    sketch.update(sketch.batch_counts(scores, mask), 0.9, sums)
+    assert float(sketch.auc) == pytest.approx(0.5) and int(sketch.auc_updates) == 1

@@ -258,3 +258,17 @@ def test_the_worker_loop_takes_a_worker_spec_and_nothing_else():
         WorkerSpec.of({"config": {}, "lake": "/tmp/lake"})  # the old plain dict
     with pytest.raises(AttributeError):
         spec.run_name = "other"  # frozen
+
+
+def test_match_auc_sets_the_noise_ratio_from_the_real_scores_running_auc():
+    """The helper's scores are labels plus noise (a high AUC): the matched lambda_c is the one
+    at which Beta noise ranks as well, the same for the heuristic and the learned generator."""
+    dnr = DNRConfig(lambda_e=0, match_auc=True, lambda_c=0.77, generator_hidden=8, noise_dim=4, hist_bins=8)
+    parts = _parts("add", dnr)
+    assert parts.heuristic.lambda_c == 0.77  # before any request: the configured value
+    train_step(make_batch(), parts, 0, tiny_model("add"), dnr, OPTIM)
+    sketch = parts.reranker.score_quantiles
+    assert int(sketch.auc_updates) == 1 and 0.5 < float(sketch.auc) <= 1.0
+    expected = parts.heuristic.lambda_c_for_auc(sketch.auc)
+    assert float(parts.heuristic.lambda_c) == pytest.approx(float(expected))
+    assert float(parts.generator.lambda_c) == pytest.approx(float(expected))
