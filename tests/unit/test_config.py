@@ -63,7 +63,7 @@ def test_shipped_configs_are_the_intended_sizes():
     assert gpu.train.num_workers == 4 and gpu.dnr.lambda_e_epochs == 1.0 and gpu.dnr.lambda_e == -1
     for shipped in (local, gpu, load_config(REPO / "jobs/configs/public.yaml")):  # the validated recipe
         assert (shipped.model.score_mode, shipped.model.rank_embedding) == ("add", False)
-        assert shipped.dnr.enabled and shipped.dnr.lambda_c == 0.9
+        assert shipped.dnr.enabled and shipped.dnr.match_auc and shipped.dnr.lambda_c == 0.9
 
 
 def test_overrides_are_parsed_by_the_field_type():

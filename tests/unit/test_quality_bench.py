@@ -254,3 +254,39 @@ def test_the_command_on_a_lake_writes_its_table_and_json(lake, tmp_path):
     assert report["meta"]["table_version"] == 0 and report["meta"]["preset"] == "lake"
     assert report["meta"]["config"]["data"]["num_buckets"] == 1 << 18
     assert set(report["vs_retriever"]) == {"PRM concat", "DNR-B", "oracle (true_click_prob)"}
+
+
+def test_the_daily_recipe_trains_like_the_daily_job_and_keeps_the_best_weights(lake, tmp_path):
+    """--config: the daily job's YAML (here public.yaml, made tiny): the hash hold-out of the
+    training days is never trained on, the hold-out is scored every few steps and at each
+    epoch's end, the best weights are the ones evaluated, DNR rows run on the config's mode."""
+    from bench.quality import daily_recipe, holdout
+
+    overrides = ["data.num_buckets=1024", "data.batch_size=16", "model.d_model=16", "dnr.generator_hidden=8",
+                 "train.epochs=3", "validation.every_steps=4", "validation.patience=0"]
+    cfg = daily_recipe("jobs/configs/public.yaml", overrides)
+    assert cfg.recipe == "daily" and cfg.data.batch_size == 16 * 2  # a step is what 2 DDP workers average
+    assert cfg.dnr_mode == "add" and cfg.validation.fraction == 0.1 and cfg.max_epochs == 3
+    out = tmp_path / "results"
+    code = main(["--lake", lake.root, "--eval-ds", DAYS[4], "--config", "jobs/configs/public.yaml", "--set", *overrides,
+                 "--seeds", "0", "--out", str(out), "--tag", "recipe", "--rows", "retriever order", "PRM add", "DNR-B"])
+    assert code == 0
+    report = json.loads((out / f"quality_lake_{DAYS[4]}_recipe.json").read_text())
+    assert report["meta"]["recipe"] == "jobs/configs/public.yaml" and report["meta"]["config"]["dnr_mode"] == "add"
+    trained, held = holdout(read_all_train_days(lake), 0.1)
+    per_epoch = trained.num_rows // 32
+    for row in ("PRM add", "DNR-B"):
+        run = report["rows"][row]["0"]
+        steps = [s for s, _ in run["curve"]]
+        assert run["steps"] == 3 * per_epoch and steps[0] == 0  # patience 0: every epoch runs
+        assert set(steps[1:]) == {s for s in range(1, run["steps"] + 1) if s % 4 == 0 or s % per_epoch == 0}
+        best = max(v for s, v in run["curve"][1:])
+        assert dict(map(tuple, run["curve"]))[run["best_step"]] == best
+    assert held.num_rows > 0 and not set(held["request_id"].to_pylist()) & set(trained["request_id"].to_pylist())
+
+
+def read_all_train_days(lake: Lake) -> pa.Table:
+    from deltalake import DeltaTable
+
+    table = DeltaTable(lake.table_uri("request_logs")).to_pyarrow_table()
+    return table.filter(pa.compute.is_in(table["ds"], pa.array(DAYS[:4])))
