@@ -341,8 +341,10 @@ def test_two_days_in_a_row_on_s3(ray_cluster, s3_server, s3_lake, tmp_path):
 
     tags = EventAccumulator(str(local_events)).Reload().Tags()
     assert {"train/loss_direct", "train/loss_z", "train/requests_per_s", "train/lr",
-            "data/rows_read", "data/rows_quarantined"} <= set(tags["scalars"])
-    assert {"scores/real", "scores/generated"} <= set(tags["histograms"])
+            "data/rows_read", "data/rows_quarantined", "diag/auc_real", "diag/auc_synthetic",
+            "diag/grad_norm_direct", "diag/grad_norm_z", "diag/lambda_c"} <= set(tags["scalars"])
+    assert {"scores/real", "scores/synthetic", "scores/real_quantile", "scores/synthetic_quantile"} <= set(
+        tags["histograms"])
 
 
 @pytest.mark.gpu
