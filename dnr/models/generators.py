@@ -120,19 +120,27 @@ class BetaNoise(HeuristicNoise):
 
 
 class MLPNoiseGenerator(nn.Module):
-    """f_phi: eps = sigmoid(MLP(z, item, user, noise)) in (0, 1) per candidate (a 2-layer MLP),
-    and u' = (1 - lambda_c) * z + lambda_c * eps.
+    """f_phi: eps = sigmoid(logit(eps0) + MLP(z, item, user, noise, logit(eps0))) in (0, 1) per
+    candidate (a 2-layer MLP), and u' = (1 - lambda_c) * z + lambda_c * eps.
+
+    eps0 is a draw of the first stage's heuristic law (``base``) and the MLP's last layer starts
+    at zero, so at the switch the learned generator is the heuristic exactly and learns
+    adversarial corrections from there. (Started from a fresh MLP instead, eps is ~1/2 for every
+    candidate: u' then separates positives from negatives perfectly, the denoising task becomes
+    trivial the moment the generator takes over, and the reranker's hold-out stalled there.)
 
     The context is detached here (not only by the caller): phi must never push gradients into
-    the reranker's embeddings. Randomness enters as a standard-normal input (reparameterisation),
-    so the output is differentiable in phi.
+    the reranker's embeddings. Randomness enters as eps0 and a standard-normal input
+    (reparameterisation), so the output is differentiable in phi.
     """
 
-    def __init__(self, lambda_c: float, d_model: int, hidden: int, noise_dim: int):
+    def __init__(self, lambda_c: float, d_model: int, hidden: int, noise_dim: int, base: HeuristicNoise):
         super().__init__()
-        self.lambda_c, self.noise_dim = lambda_c, noise_dim
-        inputs = 1 + 2 * d_model + noise_dim  # label, item embedding, user vector, noise
+        self.lambda_c, self.noise_dim, self.base = lambda_c, noise_dim, base
+        inputs = 2 + 2 * d_model + noise_dim  # label, item embedding, user vector, noise, logit(eps0)
         self.net = nn.Sequential(nn.Linear(inputs, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.net[-1].weight)
+        nn.init.zeros_(self.net[-1].bias)
 
     def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
         """labels [B, L], context (items [B, L, d], user [B, d]) -> u' [B, L] within
@@ -140,17 +148,27 @@ class MLPNoiseGenerator(nn.Module):
         if context is None:
             raise ValueError("the mlp generator is conditioned on the reranker context; got None")
         items = context.items.detach()
+        base = torch.logit(self.base.sample(labels.to(items.dtype)), eps=_EPS0_CLAMP)
         user = context.user.detach().unsqueeze(1).expand_as(items)
         noise = torch.randn(*labels.shape, self.noise_dim, device=labels.device, dtype=items.dtype)
-        inputs = torch.cat([labels.unsqueeze(-1).to(items.dtype), items, user, noise], dim=-1)
-        eps = torch.sigmoid(self.net(inputs).squeeze(-1))
+        inputs = torch.cat([labels.unsqueeze(-1).to(items.dtype), items, user, noise, base.unsqueeze(-1)], dim=-1)
+        eps = torch.sigmoid(base + self.net(inputs).squeeze(-1))
         return (1.0 - self.lambda_c) * labels.to(eps.dtype) + self.lambda_c * eps
+
+
+_EPS0_CLAMP = 1e-4
+"""eps0 is clamped to [1e-4, 1 - 1e-4] before its logit (the heuristics reach 0 and 1)."""
+
+
+def _mlp(cfg: DNRConfig, d_model: int) -> MLPNoiseGenerator:
+    base = GENERATORS[cfg.heuristic](cfg, d_model)
+    return MLPNoiseGenerator(cfg.lambda_c, d_model, cfg.generator_hidden, cfg.noise_dim, base)
 
 
 GENERATORS: dict[str, Callable[[DNRConfig, int], nn.Module]] = {
     "gaussian": lambda cfg, d_model: GaussianNoise(cfg.lambda_c, cfg.gaussian_mu, cfg.gaussian_sigma),
     "beta": lambda cfg, d_model: BetaNoise(cfg.lambda_c, cfg.beta_alpha, cfg.beta_beta),
-    "mlp": lambda cfg, d_model: MLPNoiseGenerator(cfg.lambda_c, d_model, cfg.generator_hidden, cfg.noise_dim),
+    "mlp": _mlp,
 }
 """Generator factories by name: (dnr config, reranker d_model) -> module."""
 
