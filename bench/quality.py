@@ -423,6 +423,13 @@ def eval_batches(table: pa.Table, cfg: BenchConfig) -> list[RerankBatch]:
     return [collate(table.slice(lo, size), cfg.data) for lo in range(0, table.num_rows, size)]
 
 
+def trained_requests(split: Split, cfg: BenchConfig) -> int:
+    """Requests a trained row trains on: the training days less the daily recipe's hold-out."""
+    if cfg.recipe == "daily" and cfg.validation.fraction > 0:
+        return int((~holdout_mask(split.train.column(C.request_id), cfg.validation.fraction)).sum())
+    return split.train.num_rows
+
+
 def holdout(table: pa.Table, fraction: float) -> tuple[pa.Table, pa.Table]:
     """(trained, held out): the daily job's hash hold-out of the training days' requests."""
     held = holdout_mask(table.column(C.request_id), fraction)
@@ -816,7 +823,7 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
         f"({ranked:,} with a positive: the requests N@{K} averages over)",
         f"candidates/request: mean {candidates.mean():.1f}, max {candidates.max()}; "
         f"labelled positives rate (train) {labels.mean():.4f} = {labels.sum() / split.train.num_rows:.2f}/request",
-        f"budget per trained row: {budget_text(cfg, split.train.num_rows)}",
+        f"budget per trained row: {budget_text(cfg, trained_requests(split, cfg))}",
         f"model: PRM d_model {cfg.model.d_model}, {cfg.model.n_layers} layer(s), {cfg.model.n_heads} heads, "
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets",
         f"DNR: lambda_m {cfg.dnr.lambda_m}, lambda_x {cfg.dnr.lambda_x}, lambda_c {cfg.dnr.lambda_c}, "
@@ -825,7 +832,7 @@ def describe(split: Split, cfg: BenchConfig, rows: Sequence[Row], seeds: Sequenc
         f"beam_weight {cfg.degre.beam_weight}, evaluator d {cfg.degre.evaluator_d_model} x "
         f"{cfg.degre.evaluator_layers} layer(s), lr {cfg.degre.evaluator_lr:g}",
         f"runs: {trained} trained rows x {len(seeds)} seeds = {trained * len(seeds)} trainings, "
-        f"at most {trained * len(seeds) * cfg.total_steps(split.train.num_rows):,} steps",
+        f"at most {trained * len(seeds) * cfg.total_steps(trained_requests(split, cfg)):,} steps",
     ]
 
 
@@ -850,7 +857,7 @@ def table_header(dataset: str, split: Split, cfg: BenchConfig, seeds: Sequence[i
         f"Per-request averages at K={K} over {len(seeds)} seeds ({', '.join(map(str, seeds))}): mean ± sample std. "
         f"PRM d_model={cfg.model.d_model}, {cfg.model.n_layers} layer(s), {cfg.model.n_heads} heads, "
         f"ff {cfg.model.ff_dim}, dropout {cfg.model.dropout}, {cfg.data.num_buckets} id buckets; every trained "
-        f"row: {budget_text(cfg, split.train.num_rows)}, DNR rows on score mode {cfg.dnr_mode}, "
+        f"row: {budget_text(cfg, trained_requests(split, cfg))}, DNR rows on score mode {cfg.dnr_mode}, "
         f"AdamW lr {cfg.optim.lr:g} (dense), item table {cfg.optim.embedding_optimizer} lr {cfg.optim.embedding_lr:g}, "
         f"same data order per seed; DNR: generator lr {cfg.optim.generator_lr:g}, "
         f"lambda_m={cfg.dnr.lambda_m}, lambda_x={cfg.dnr.lambda_x}, lambda_c={cfg.dnr.lambda_c}, "

@@ -275,6 +275,8 @@ def test_the_daily_recipe_trains_like_the_daily_job_and_keeps_the_best_weights(l
     assert report["meta"]["recipe"] == "jobs/configs/public.yaml" and report["meta"]["config"]["dnr_mode"] == "add"
     trained, held = holdout(read_all_train_days(lake), 0.1)
     per_epoch = trained.num_rows // 32
+    text = (out / f"quality_lake_{DAYS[4]}_recipe.md").read_text()
+    assert f"at most 3 epochs of {per_epoch} steps of batch 32" in text  # the hold-out is not trained on
     for row in ("PRM add", "DNR-B"):
         run = report["rows"][row]["0"]
         steps = [s for s, _ in run["curve"]]
