@@ -12,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dnr.config import SCORE_MODES, DNRConfig, OptimConfig
 from dnr.training.step import (
     build_train_parts,
+    generator_phase,
     generator_update,
     reranker_context,
     reranker_update,
@@ -272,3 +273,28 @@ def test_match_auc_sets_the_noise_ratio_from_the_real_scores_running_auc():
     expected = parts.heuristic.lambda_c_for_auc(sketch.auc)
     assert float(parts.heuristic.lambda_c) == pytest.approx(float(expected))
     assert float(parts.generator.lambda_c) == pytest.approx(float(expected))
+
+
+def test_the_switch_is_fixed_in_epochs_by_the_first_run_and_kept_by_warm_starts():
+    """dnr.lambda_e_epochs becomes a lifetime step at the cold start; a warm start keeps it even
+    when its window (steps per epoch) is smaller; an explicit dnr.lambda_e overrides both."""
+    from dnr.config import JobConfig
+    from dnr.training.checkpoint import TrainingProgress
+    from dnr.training.loop import fix_switch_step
+    from dnr.training.worker_spec import Lineage, WorkerSpec
+
+    def spec(steps_per_epoch: int, **dnr) -> WorkerSpec:
+        return WorkerSpec(config=JobConfig(dnr=DNRConfig(**dnr)), lake_root="/tmp/lake", run_name="r",
+                          lineage=Lineage(None, "2026-01-01", "2026-01-01", 0, 10, 0),
+                          steps_per_epoch=steps_per_epoch)
+
+    cold = TrainingProgress()
+    first = fix_switch_step(spec(200, lambda_e_epochs=1.5), cold)
+    assert cold.switch_step == first.config.dnr.lambda_e == 300
+    warm = TrainingProgress(global_step=320, switch_step=cold.switch_step)  # the parent's record
+    assert fix_switch_step(spec(40, lambda_e_epochs=1.5), warm).config.dnr.lambda_e == 300
+    assert generator_phase(fix_switch_step(spec(40), warm).config.dnr, warm.global_step)
+    explicit = fix_switch_step(spec(40, lambda_e=7), TrainingProgress(switch_step=300))
+    assert explicit.config.dnr.lambda_e == 7
+    with pytest.raises(ValueError, match="unresolved"):
+        generator_phase(DNRConfig(), 10)
