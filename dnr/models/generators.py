@@ -37,17 +37,42 @@ def _mix(labels: torch.Tensor, eps: torch.Tensor, lambda_c: float) -> torch.Tens
     return ((1.0 - lambda_c) * labels + lambda_c * eps).clamp(0.0, 1.0)
 
 
+Law = Callable[[torch.Tensor], torch.Tensor]
+"""A noise law: ``sample(like)`` -> eps of ``like``'s shape, dtype and device, in [0, 1]."""
+
+
+def gaussian_law(mu: float, sigma: float) -> Law:
+    """DNR-G: eps ~ N(mu, sigma) clipped to [0, 1]."""
+    return lambda like: (mu + sigma * torch.randn_like(like)).clamp(0.0, 1.0)
+
+
+def beta_law(alpha: float, beta: float) -> Law:
+    """DNR-B: eps ~ Beta(alpha, beta); the default 0.5/0.5 puts most noise near 0 and 1.
+
+    Beta(1/2, 1/2) is the arcsine law, whose CDF (2/pi) arcsin(sqrt(x)) inverts in closed form:
+    eps = sin(pi U / 2)^2 with U uniform. The default draws that way, the same distribution as
+    ``torch.distributions.Beta`` at a twentieth of its cost on CPU (two gamma draws per value
+    there); other parameters take the general sampler.
+    """
+    if alpha == beta == 0.5:
+        return lambda like: torch.sin(torch.rand_like(like) * (math.pi / 2)).square()
+
+    def sample(like: torch.Tensor) -> torch.Tensor:
+        concentration = like.new_tensor([alpha, beta])
+        return torch.distributions.Beta(concentration[0], concentration[1]).sample(like.shape)
+
+    return sample
+
+
 class HeuristicNoise(nn.Module):
-    """A parameter-free noise law: u' = (1 - lambda_c) z + lambda_c eps with eps drawn by
-    :meth:`sample`. ``lambda_c`` may be changed between steps (``dnr.match_auc``)."""
+    """A parameter-free first-stage generator: u' = (1 - lambda_c) z + lambda_c eps with eps drawn
+    from ``law`` (gaussian or beta); ignores the context. ``lambda_c`` may be changed between
+    steps (``dnr.match_auc``)."""
 
-    def __init__(self, lambda_c: float):
+    def __init__(self, lambda_c: float, law: Law):
         super().__init__()
-        self.lambda_c = lambda_c
+        self.lambda_c, self.sample = lambda_c, law
         self._auc_table: Optional[torch.Tensor] = None
-
-    def sample(self, like: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
 
     def forward(self, labels: torch.Tensor, context: Optional[RerankerContext] = None) -> torch.Tensor:
         """labels [B, L] -> u' [B, L] in [0, 1]."""
@@ -84,39 +109,6 @@ class HeuristicNoise(nn.Module):
             table[0] = 1.0
             self._auc_table = table.float().to(device)
         return self._auc_table
-
-
-class GaussianNoise(HeuristicNoise):
-    """DNR-G: eps ~ N(mu, sigma) clipped to [0, 1]. No parameters; ignores the context."""
-
-    def __init__(self, lambda_c: float, mu: float, sigma: float):
-        super().__init__(lambda_c)
-        self.mu, self.sigma = mu, sigma
-
-    def sample(self, like: torch.Tensor) -> torch.Tensor:
-        """eps of ``like``'s shape, dtype and device."""
-        return (self.mu + self.sigma * torch.randn_like(like)).clamp(0.0, 1.0)
-
-
-class BetaNoise(HeuristicNoise):
-    """DNR-B: eps ~ Beta(alpha, beta); the default 0.5/0.5 puts most noise near 0 and 1.
-
-    Beta(1/2, 1/2) is the arcsine law, whose CDF (2/pi) arcsin(sqrt(x)) inverts in closed form:
-    eps = sin(pi U / 2)^2 with U uniform. The default draws that way, the same distribution as
-    ``torch.distributions.Beta`` at a twentieth of its cost on CPU (two gamma draws per value
-    there); other parameters take the general sampler.
-    """
-
-    def __init__(self, lambda_c: float, alpha: float, beta: float):
-        super().__init__(lambda_c)
-        self.alpha, self.beta = alpha, beta
-
-    def sample(self, like: torch.Tensor) -> torch.Tensor:
-        """eps ~ Beta(alpha, beta), of ``like``'s shape, dtype and device."""
-        if self.alpha == self.beta == 0.5:
-            return torch.sin(torch.rand_like(like) * (math.pi / 2)).square()
-        concentration = like.new_tensor([self.alpha, self.beta])
-        return torch.distributions.Beta(concentration[0], concentration[1]).sample(like.shape)
 
 
 class MLPNoiseGenerator(nn.Module):
@@ -166,8 +158,8 @@ def _mlp(cfg: DNRConfig, d_model: int) -> MLPNoiseGenerator:
 
 
 GENERATORS: dict[str, Callable[[DNRConfig, int], nn.Module]] = {
-    "gaussian": lambda cfg, d_model: GaussianNoise(cfg.lambda_c, cfg.gaussian_mu, cfg.gaussian_sigma),
-    "beta": lambda cfg, d_model: BetaNoise(cfg.lambda_c, cfg.beta_alpha, cfg.beta_beta),
+    "gaussian": lambda cfg, d_model: HeuristicNoise(cfg.lambda_c, gaussian_law(cfg.gaussian_mu, cfg.gaussian_sigma)),
+    "beta": lambda cfg, d_model: HeuristicNoise(cfg.lambda_c, beta_law(cfg.beta_alpha, cfg.beta_beta)),
     "mlp": _mlp,
 }
 """Generator factories by name: (dnr config, reranker d_model) -> module."""
