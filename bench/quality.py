@@ -33,8 +33,8 @@ import argparse
 import contextlib
 import copy
 import dataclasses
-import itertools
 import datetime as dt
+import itertools
 import json
 import math
 import platform

@@ -1,9 +1,9 @@
 """One typed config tree. Frozen dataclasses; a YAML file and ``key=value`` overrides change it.
 
 :class:`JobConfig` is the root; its sections (with their validation) live in
-:mod:`dnr.config_sections` and are re-exported here, so ``from dnr.config import ...`` is the one
-import. This module loads the tree (YAML file, then overrides, with strict coercion) and
-serialises it (dict, JSON, the printed ``section.key = value`` lines).
+:mod:`dnr.config_sections`, :mod:`dnr.config_dnr` and :mod:`dnr.config_validation` and are
+re-exported here, so ``from dnr.config import ...`` is the one import. This module loads the
+tree (YAML file, then overrides, with strict coercion) and serialises it (dict, JSON, the printed ``section.key = value`` lines).
 """
 
 from __future__ import annotations
@@ -20,17 +20,14 @@ from dataclasses import dataclass, field
 
 import yaml
 
+from dnr.config_dnr import HEURISTIC_GENERATORS, LX_ESTIMATORS, MODEL_GENERATORS, DNRConfig
 from dnr.config_sections import (
     EMBEDDING_OPTIMIZERS,
     EMBEDDING_SHARDINGS,
-    HEURISTIC_GENERATORS,
-    LX_ESTIMATORS,
-    MODEL_GENERATORS,
     RERANKER_FAMILIES,
     SCORE_MODES,
     DataConfig,
     DeGReConfig,
-    DNRConfig,
     GateConfig,
     ModelConfig,
     OptimConfig,

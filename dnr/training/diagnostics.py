@@ -5,11 +5,11 @@
   under the running real sketch). A generator on the retriever's own scale draws a synthetic
   histogram over the same range as the real one; ``scores/real`` and ``scores/synthetic`` are
   the raw scores.
-* ``diag/auc_real`` and ``diag/auc_synthetic``: the AUC of the scores against the labels (how
-  well the batch's scores alone rank its clicks). The synthetic one is how hard the denoising
+* ``diag/auc_real`` and ``diag/auc_synthetic``: the mean per-request AUC of the scores against
+  the labels (how well each list's scores alone rank its clicks). The synthetic one is how hard the denoising
   task is; an adversary that learns pushes it down, towards the real one. ``diag/auc_real_running``
-  is the per-request AUC the score sketch keeps, and ``diag/lambda_c`` the noise ratio in use
-  (``dnr.match_auc`` sets it from that AUC).
+  is the per-request AUC the score sketch keeps with ``dnr.match_auc`` (which sets
+  ``diag/lambda_c``, the noise ratio in use, from it; 0.5 untouched otherwise).
 * ``diag/grad_norm_direct`` and ``diag/grad_norm_z``: the norms of the gradients of L_direct and
   of lambda_m * L_z with respect to the reranker's dense parameters, on the same batch: which
   objective drives the reranker. The item table is not differentiated (the reranker is scored
@@ -30,7 +30,9 @@ from dnr.config import DNRConfig
 from dnr.data.batch import RerankBatch
 from dnr.losses import masked_bce
 from dnr.models import synthesize_scores
-from dnr.training.step import TrainParts, noise_to_score, reranker_context, score_quantiles
+from dnr.models.score_quantiles import batch_auc_sums
+from dnr.training.score_scale import noise_to_score, score_quantiles
+from dnr.training.step import TrainParts, reranker_context
 from dnr.training.wrappers import unwrap
 
 
@@ -40,21 +42,11 @@ class Diagnosis:
     histograms: dict[str, torch.Tensor]
 
 
-def auc(scores: torch.Tensor, labels: torch.Tensor) -> float:
-    """AUC of 1-D scores against 0/1 labels (ties count one half); NaN without both classes."""
-    scores, labels = scores.detach().float().flatten(), labels.detach().flatten() > 0
-    positives, negatives = int(labels.sum()), int((~labels).sum())
-    if positives == 0 or negatives == 0:
-        return float("nan")
-    # average ranks (1-based) handle ties: the Mann-Whitney statistic
-    sorted_scores, order = scores.sort()
-    ranks = torch.empty_like(scores)
-    ranks[order] = torch.arange(1, scores.numel() + 1, dtype=torch.float32, device=scores.device)
-    _, inverse, counts = torch.unique_consecutive(sorted_scores, return_inverse=True, return_counts=True)
-    first = counts.cumsum(0) - counts + 1
-    mean_rank = first.float() + (counts.float() - 1) / 2
-    ranks[order] = mean_rank[inverse]
-    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+def per_request_auc(scores: torch.Tensor, batch: RerankBatch) -> float:
+    """Mean per-request AUC of scores [B, L] against the batch's labels (the sketch's own
+    measure, :func:`dnr.models.score_quantiles.batch_auc_sums`); NaN without a ranked request."""
+    total, requests = batch_auc_sums(scores, batch.labels, batch.label_mask).tolist()
+    return total / requests if requests else float("nan")
 
 
 def dnr_diagnostics(parts: TrainParts, batch: RerankBatch, phase: str, dnr_cfg: DNRConfig) -> Diagnosis | None:
@@ -68,9 +60,9 @@ def dnr_diagnostics(parts: TrainParts, batch: RerankBatch, phase: str, dnr_cfg: 
     with torch.no_grad():
         synthetic = synthesize_scores(noise, batch, context if adversarial else None,
                                       noise_to_score(parts.reranker, dnr_cfg))
-    labelled, labels = batch.label_mask, batch.labels[batch.label_mask]
-    real, fake = batch.scores[labelled], synthetic[labelled]
-    scalars = {"diag/auc_real": auc(real, labels), "diag/auc_synthetic": auc(fake, labels),
+    real, fake = batch.scores[batch.label_mask], synthetic[batch.label_mask]
+    scalars = {"diag/auc_real": per_request_auc(batch.scores, batch),
+               "diag/auc_synthetic": per_request_auc(synthetic, batch),
                "diag/auc_real_running": float(sketch.auc), "diag/lambda_c": float(parts.heuristic.lambda_c)}
     scalars |= gradient_norms(unwrap(parts.reranker), batch, synthetic, context, dnr_cfg.lambda_m)
     histograms = {"scores/real": real, "scores/synthetic": fake,

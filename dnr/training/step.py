@@ -46,7 +46,6 @@ from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from dnr.config import DataConfig, DeGReConfig, DNRConfig, ModelConfig, OptimConfig
@@ -56,9 +55,11 @@ from dnr.models import RerankerContext, build_generator, build_reranker, synthes
 from dnr.models.degre import DeGReGenerator, LookaheadEvaluator, placed_before_each_step
 from dnr.models.degre_search import (beam_search, clicks_first_order, one_hot_targets, prefix_utility,
                                      shuffled_logged_order, soft_targets, step_increments)
-from dnr.models.score_quantiles import ScoreQuantiles, batch_auc_sums
 from dnr.training.optimizers import ModelOptimizer, plain_optimizer
+from dnr.training.score_scale import (matched_lambda_c, noise_to_score, observe_real_scores, score_quantiles,
+                                      set_noise_level)
 from dnr.training.wrappers import evaluating, frozen, unwrap
+
 
 @dataclass
 class TrainParts:
@@ -159,11 +160,13 @@ def train_step(
 
 def _prm_step(batch: RerankBatch, parts: TrainParts, global_step: int, model_cfg: ModelConfig,
               dnr_cfg: DNRConfig, optim_cfg: OptimConfig, degre_cfg: DeGReConfig) -> dict[str, torch.Tensor]:
-    _observe_real_scores(score_quantiles(parts.reranker), batch, dnr_cfg.hist_decay)
+    match_auc = dnr_cfg.enabled and dnr_cfg.match_auc
+    observe_real_scores(score_quantiles(parts.reranker), batch, dnr_cfg.hist_decay, with_auc=match_auc)
     if not dnr_cfg.enabled:
         return supervised_update(batch, parts, optim_cfg)
-    if dnr_cfg.match_auc:
-        set_noise_level(parts, matched_lambda_c(parts, dnr_cfg))
+    if match_auc:
+        set_noise_level(parts.heuristic, parts.generator,
+                        matched_lambda_c(parts.reranker, parts.heuristic, dnr_cfg.lambda_c))
     return _dnr_step(batch, parts, global_step, dnr_cfg, optim_cfg)
 
 
@@ -389,38 +392,3 @@ def _apply(loss: torch.Tensor, opt: ModelOptimizer, grad_clip: float) -> None:
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(opt.dense_params, grad_clip)
     opt.step()
-
-
-def score_quantiles(reranker: nn.Module) -> ScoreQuantiles:
-    """The (possibly wrapped) reranker's running sketch of the real scores."""
-    return unwrap(reranker).score_quantiles
-
-
-def noise_to_score(reranker: nn.Module, dnr_cfg: DNRConfig) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
-    """How generated quantiles become scores: the real inverse CDF, or None (u' is the score)."""
-    return score_quantiles(reranker).icdf if dnr_cfg.noise_scale == "quantile" else None
-
-
-def matched_lambda_c(parts: TrainParts, dnr_cfg: DNRConfig) -> torch.Tensor:
-    """``dnr.match_auc``: the lambda_c at which the heuristic's synthetic scores rank the labels
-    with the real scores' running AUC (``dnr.lambda_c`` until a request with a positive and a
-    negative has been seen)."""
-    sketch = score_quantiles(parts.reranker)
-    matched = parts.heuristic.lambda_c_for_auc(sketch.auc)
-    return torch.where(sketch.auc_updates > 0, matched, torch.full_like(matched, dnr_cfg.lambda_c))
-
-
-def set_noise_level(parts: TrainParts, lambda_c) -> None:
-    """The noise ratio of the heuristic and of the learned generator (both anchored alike)."""
-    parts.heuristic.lambda_c = lambda_c
-    if parts.generator is not None:
-        unwrap(parts.generator).lambda_c = lambda_c
-
-
-def _observe_real_scores(quantiles: ScoreQuantiles, batch: RerankBatch, decay: float) -> None:
-    # Every worker folds in the same global sums, so the sketch stays identical across DDP ranks.
-    counts = quantiles.batch_counts(batch.scores, batch.label_mask)
-    sums = torch.cat([counts, batch_auc_sums(batch.scores, batch.labels, batch.label_mask)])
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(sums)
-    quantiles.update(sums[:-2], decay, sums[-2:])

@@ -61,8 +61,8 @@ def _ddp_loop(loop_cfg: dict) -> None:
 
     from dnr.training.loop import RerankCollate
     from dnr.training.sharding import distribute
-    from dnr.training.step import (_observe_real_scores, build_train_parts, generator_update,
-                                   reranker_context, reranker_update, score_quantiles, unwrap)
+    from dnr.training.score_scale import observe_real_scores, score_quantiles
+    from dnr.training.step import build_train_parts, generator_update, reranker_context, reranker_update, unwrap
 
     cfg = config_from_dict(loop_cfg["config"])
     rank = ray.train.get_context().get_world_rank()
@@ -74,7 +74,7 @@ def _ddp_loop(loop_cfg: dict) -> None:
     for step, batch in enumerate(ray.train.get_dataset_shard("train").iter_torch_batches(
             batch_size=cfg.data.batch_size, collate_fn=RerankCollate(cfg.data))):
         # all-reduced: the score sketch is the same on every rank
-        _observe_real_scores(score_quantiles(parts.reranker), batch, cfg.dnr.hist_decay)
+        observe_real_scores(score_quantiles(parts.reranker), batch, cfg.dnr.hist_decay, with_auc=True)
         context = reranker_context(parts.reranker, batch)
         reranker_update(batch, parts, parts.generator, context, cfg.dnr, cfg.optim)
         snapshots.append(_dense_snapshot(parts))

@@ -6,20 +6,11 @@ import pytest
 import torch
 
 from dnr.config import DNRConfig, OptimConfig
-from dnr.training.diagnostics import auc, dnr_diagnostics
+from dnr.training.diagnostics import dnr_diagnostics
 from dnr.training.step import build_train_parts, train_step
 from tests.unit.rerank_helpers import TINY_DATA, make_batch, one_thread, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def test_auc_by_hand_with_ties():
-    labels = torch.tensor([1, 0, 1, 0])
-    assert auc(torch.tensor([0.9, 0.1, 0.8, 0.2]), labels) == 1.0
-    assert auc(torch.tensor([0.1, 0.9, 0.2, 0.8]), labels) == 0.0
-    # positives 0.5, 0.3; negatives 0.5, 0.1: pairs (0.5>0.1) 1, (0.5=0.5) 1/2, (0.3>0.1) 1, (0.3<0.5) 0
-    assert auc(torch.tensor([0.5, 0.5, 0.3, 0.1]), labels) == pytest.approx(2.5 / 4)
-    assert auc(torch.tensor([0.5, 0.4]), torch.tensor([1, 1])) != auc(torch.tensor([0.5, 0.4]), torch.tensor([1, 1]))
 
 
 @pytest.mark.parametrize("phase, lambda_e", [("heuristic", 100), ("adversarial", 0)])
