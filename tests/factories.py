@@ -54,3 +54,24 @@ def write_logs(lake, rows: list[dict], mode: str = "append") -> None:
 
     write_deltalake(lake.table_uri("request_logs"), to_table(rows), partition_by=[C.ds],
                     mode=mode, storage_options=lake.storage_options())
+
+
+def commit_file(lake, table: pa.Table, ds: str) -> None:
+    """Add ``table`` (without ``ds``) as one file of day ``ds``, as a platform writer that checks
+    nothing would: a file without a column, with another type, or with no row at all."""
+    import pyarrow.parquet as pq
+
+    from dnr.data import delta_files
+
+    fs, base = lake.filesystem(), lake.fs_path(lake.table_uri("request_logs"))
+    fs.create_dir(f"{base}/{C.ds}={ds}", recursive=True)
+    name = f"{C.ds}={ds}/part-platform-{abs(hash((ds, table.num_rows, tuple(table.column_names))))}.parquet"
+    pq.write_table(table, f"{base}/{name}", filesystem=fs)
+    written = [{"path": name, "size": fs.get_file_info(f"{base}/{name}").size, "rows": table.num_rows,
+                "partition": ds}]
+    delta_files.commit_files(lake, "request_logs", REQUEST_LOGS, written, partition_by=C.ds)
+
+
+def write_empty_day(lake, ds: str) -> None:
+    """Day ``ds`` landed with no request: one committed file of zero rows."""
+    commit_file(lake, to_table([]).drop_columns([C.ds]), ds)

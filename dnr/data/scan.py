@@ -62,10 +62,39 @@ def unreadable_files(lake: Lake, files: tuple[str, ...]) -> list[tuple[str, str]
                                                    page_checksum_verification=True)))
 
 
+def check_file_schemas(lake: Lake, files: tuple[str, ...], where: str, threads: int = 16) -> None:
+    """Raise :class:`~dnr.data.validate.SchemaError` naming each data file whose own schema lacks a
+    required column or types one otherwise than the contract.
+
+    The table's schema is checked when a window opens, but a platform writer may commit a file
+    without a column (Delta readers then see nulls, and Ray Data sees nulls or no column, by file
+    order). One footer read per file, ``threads`` at a time; a footer that cannot be read is left
+    to the read, which names unreadable files (:func:`unreadable_files`).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    fs = lake.filesystem()
+
+    def problems(uri: str) -> list[str]:
+        try:
+            schema = pq.read_schema(lake.fs_path(uri), filesystem=fs)
+        except (OSError, pa.ArrowException):
+            return []
+        return validate.schema_problems(schema, partition_columns=(REQUEST_LOGS.col.ds,))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(files)))) as pool:
+        found = [(uri, p) for uri, p in zip(files, pool.map(problems, files)) if p]
+    if found:
+        listed = "; ".join(f"{uri}: {', '.join(p)}" for uri, p in found[:5])
+        raise validate.SchemaError(
+            f"{where}: {len(found)} data file(s) do not match schemas/request_logs.json ({listed}). "
+            "Re-land those files with every required column, then re-run. Nothing was trained.")
+
+
 def contract_columns(batch: pa.Table) -> pa.Table:
-    """The contract's columns of a read block, in its order (Ray parses ``ds`` from the path)."""
-    names = [f.name for f in REQUEST_LOGS.arrow if f.name in batch.column_names]
-    return batch.select(names)
+    """The contract's columns of a read block, in its order and plain types (Ray parses ``ds``
+    from the path; :func:`dnr.data.validate.conform`)."""
+    return validate.conform(batch)
 
 
 def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids: np.ndarray,
@@ -73,6 +102,8 @@ def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids
                ) -> pa.Table:
     """Validate one block read with ``include_paths``; stage its bad rows; return its summary
     (with the kept rows that fall in the validation hold-out counted)."""
+    if batch.num_rows == 0:  # an empty file's block may carry no column at all: nothing to judge
+        return SUMMARY.empty_table()
     per_file = pc.value_counts(batch.column("path")).to_pylist()
     rows = contract_columns(batch)
     kept, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)

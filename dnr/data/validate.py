@@ -46,31 +46,62 @@ class SchemaError(ValueError):
     """The table does not follow schemas/request_logs.json."""
 
 
-def _base_type(t: pa.DataType) -> pa.DataType:
-    """Normalise physical variants (large/view strings and lists, element nullability)."""
+def plain_type(t: pa.DataType) -> pa.DataType:
+    """The plain Arrow type of a physical variant a reader may hand back: ``string_view`` and
+    ``large_string`` (delta-rs rewrites files with views after a ``DELETE``), ``large_list`` and
+    list views, dictionary-encoded columns; nested alike. Other types are returned unchanged."""
+    if pa.types.is_dictionary(t):
+        return plain_type(t.value_type)
     if pa.types.is_large_string(t) or pa.types.is_string_view(t):
         return pa.string()
+    if pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return pa.binary()
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_list_view(t) \
             or pa.types.is_large_list_view(t):
+        return pa.list_(t.value_field.with_type(plain_type(t.value_type)))
+    return t
+
+
+def _base_type(t: pa.DataType) -> pa.DataType:
+    """What the contract compares: the plain type, without element nullability or time zone name."""
+    t = plain_type(t)
+    if pa.types.is_list(t):
         return pa.list_(_base_type(t.value_type))
     if pa.types.is_timestamp(t):
         return pa.timestamp("us", tz="UTC" if t.tz else None)
     return t
 
 
-def check_schema(schema: pa.Schema, where: str = "request_logs") -> None:
-    """Raise :class:`SchemaError` naming each missing or mistyped contract column."""
+def schema_problems(schema: pa.Schema, partition_columns: tuple[str, ...] = ()) -> list[str]:
+    """Each missing required column and each column whose type is not the contract's; a data
+    file holds no ``partition_columns`` (their values are in its path)."""
     problems = []
     for field in REQUEST_LOGS.arrow:
         if field.name not in schema.names:
-            if not field.nullable:
+            if not field.nullable and field.name not in partition_columns:
                 problems.append(f"missing required column {field.name!r} ({field.type})")
             continue
         found = schema.field(field.name).type
         if _base_type(found) != _base_type(field.type):
             problems.append(f"column {field.name!r} has type {found}, expected {field.type}")
+    return problems
+
+
+def check_schema(schema: pa.Schema, where: str = "request_logs") -> None:
+    """Raise :class:`SchemaError` naming each missing or mistyped contract column."""
+    problems = schema_problems(schema)
     if problems:
         raise SchemaError(f"{where} does not match schemas/request_logs.json: " + "; ".join(problems))
+
+
+def conform(table: pa.Table) -> pa.Table:
+    """The contract's columns of a read block, in its order, each cast from the physical variant it
+    was read as to its plain type (:func:`plain_type`), before any compute kernel sees it: Arrow
+    kernels such as ``coalesce`` have no ``string_view`` implementation."""
+    names = [f.name for f in REQUEST_LOGS.arrow if f.name in table.column_names]
+    table = table.select(names)
+    target = pa.schema([table.schema.field(n).with_type(plain_type(table.schema.field(n).type)) for n in names])
+    return table if target.equals(table.schema) else table.cast(target)
 
 
 def _col(table: pa.Table, name: str) -> pa.Array | None:
@@ -89,6 +120,8 @@ def hash_request_ids(ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """uint64 hash per request_id (nulls hash like the empty string); vectorised."""
     import pandas as pd
 
+    if plain_type(ids.type) != ids.type:  # string_view from a file delta-rs rewrote
+        ids = ids.cast(plain_type(ids.type))
     values = pc.fill_null(ids, "").to_numpy(zero_copy_only=False).astype(object)
     return pd.util.hash_array(values, categorize=False)
 

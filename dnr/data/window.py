@@ -165,6 +165,8 @@ class Window:
 
     def duplicate_ids(self, partitions: int | None = None) -> np.ndarray:
         """The hashes of :meth:`duplicates`, sorted (what validation tests membership in)."""
+        if self.rows_read == 0:  # a day that landed empty: nothing to shuffle (and no column to key)
+            return np.zeros(0, np.uint64)
         parts = [b["h"] for b in self.duplicates(partitions).iter_batches(
             batch_size=None, batch_format="numpy")]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
@@ -181,10 +183,14 @@ class Window:
         its reasons in ``reasons``. The same pass counts the kept rows of the validation
         hold-out (``holdout_fraction``, :func:`~dnr.data.validate.holdout_mask`).
         """
+        scan.check_file_schemas(self.lake, self.files, f"{self.table_uri} at version {self.version}")
         with self._naming_unreadable_files():
             return self._quarantine(run_id, cfg, holdout_fraction)
 
     def _quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float) -> QuarantineReport:
+        if self.rows_read == 0:  # only empty files: a window with no requests, read = kept = 0
+            return QuarantineReport(rows_read=0, rows_quarantined=0, reasons={},
+                                    duplicate_ids=np.zeros(0, np.uint64))
         duplicate_ids = self.duplicate_ids()
         summaries = self.read(include_paths=True).map_batches(
             scan.scan_block, batch_format="pyarrow", batch_size=None,
@@ -260,6 +266,8 @@ def _file_list_reader():
 
 def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None,
                 holdout_fraction: float = 0.0, holdout: bool = False) -> pa.Table:
+    if batch.num_rows == 0:  # an empty file's block may carry no column at all
+        return REQUEST_LOGS.empty_table()
     batch = scan.contract_columns(batch)
     kept, _, _ = validate.split(batch, max_list_len, duplicate_ids)
     if holdout_fraction > 0.0 or holdout:
@@ -275,7 +283,7 @@ def dedup_partitions(rows: int, per_partition: int = 2_000_000) -> int:
 
 
 def _hash_ids(batch: pa.Table, partitions: int) -> pa.Table:
-    h = validate.hash_request_ids(batch.column(C.request_id))
+    h = validate.hash_request_ids(validate.conform(batch).column(C.request_id))
     return pa.table({"h": h, "bucket": (h % np.uint64(partitions)).astype(np.int64)})
 
 
