@@ -8,18 +8,25 @@
 --rollback restores the most recently retired version and marks the current one rejected
 (run it again to go further back). Either way in one registry commit, so the model line never
 has zero or two production versions. Prints production before and after.
+
+Exit status: 0 the change is committed; 1 refused (unknown version, a rejected one, nothing to
+roll back, the registry unreachable); 2 bad arguments; 3 the version is already production,
+nothing changed and --reason is not recorded (a re-run, or the loser of two identical
+promotions run at once: the winner's reason is the one in the registry).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
-from dnr.registry import Registry, RegistryError
+from dnr.registry import AlreadyProductionError, Registry, RegistryCommitError, RegistryError
 from dnr.registry.cli import listing
 from dnr.runtime import exit_process
 from dnr.storage import Lake
+
+#: exit status of a promotion of the version that is production already (see the docstring)
+ALREADY_PRODUCTION = 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,16 +52,17 @@ def main(argv=None) -> int:
             restored, demoted = registry.rollback(model, args.reason)
             print(f"[promote] rolled back: {demoted.version} -> rejected, {restored.version} -> production")
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the no-op is reported below instead
-                promoted = registry.promote(args.version, args.reason, report_id=args.report_id)
-            if before is not None and before.version == promoted.version:
-                print(f"[promote] {promoted.version} is already production: nothing changed")
-            else:
-                print(f"[promote] {promoted.version} -> production"
-                      + (f", {before.version} -> retired" if before else ""))
+            promoted = registry.promote(args.version, args.reason, report_id=args.report_id)
+            print(f"[promote] {promoted.version} -> production"
+                  + (f", {before.version} -> retired" if before else ""))
+    except AlreadyProductionError as exc:
+        print(f"[promote] {exc.args[0]}", file=sys.stderr)
+        return ALREADY_PRODUCTION
     except (KeyError, RegistryError) as exc:
         print(f"[promote] refused: {exc.args[0]}", file=sys.stderr)
+        return 1
+    except RegistryCommitError as exc:
+        print(f"[promote] failed: {exc}", file=sys.stderr)
         return 1
     after = registry.production(model)
     print(f"[promote] {model} production after: {after.version if after else '(none)'}\n")

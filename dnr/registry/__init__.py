@@ -24,7 +24,9 @@ candidates that sit in different files both commit and leave two production rows
 changes also rewrite the whole (small) table, which alone makes two of them conflict
 ("a concurrent transaction deleted data this operation read"). On top of that, a gate's
 promotion names the production it was evaluated against (``expected_production``) and is
-refused if production has moved since.
+refused if production has moved since. Promoting the version that is production already is
+refused too (``AlreadyProductionError``): when two identical promotions race, the loser's retry
+finds the winner's commit, and reporting success would drop its reason silently.
 """
 
 from __future__ import annotations
@@ -34,15 +36,15 @@ import getpass
 import os
 import random
 import time
-import warnings
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import pyarrow as pa
 
 from dnr.registry.versions import (_FIELDS, QUALITY_CHECKS, STATUSES,  # noqa: F401 - re-exported
-                                   ModelVersion, ProductionChangedError, RegistryCommitError,
-                                   RegistryError, VersionExistsError, rejected_on_quality_alone)
+                                   AlreadyProductionError, ModelVersion, ProductionChangedError,
+                                   RegistryCommitError, RegistryError, VersionExistsError,
+                                   rejected_on_quality_alone)
 from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
 
@@ -211,13 +213,19 @@ class Registry:
         compare-and-swap: a gate that compared the candidate against production X passes X, and
         if production has moved meanwhile (a rollback, another promotion) nothing changes and
         :class:`ProductionChangedError` says so; the decision has to be made again.
+
+        A ``version`` that is production already raises :class:`AlreadyProductionError` (nothing
+        committed, ``reason`` not recorded), also when it became production while this call
+        retried after a conflicting commit: the other promotion won, this one did nothing.
         """
         who = f"replay report {report_id}" if report_id else (by or _operator())
 
-        def plan(rows: list[ModelVersion]) -> _Change | None:
+        def plan(rows: list[ModelVersion]) -> _Change:
             target = self._find(rows, version)
             if target.status == "production":
-                return None
+                raise AlreadyProductionError(
+                    f"{version} is already production ({target.status_reason or 'no reason recorded'}); "
+                    f"nothing changed, the reason {reason!r} is not recorded", production=target)
             if target.status not in ("candidate", "retired"):
                 raise RegistryError(f"cannot promote {version}: it is {target.status} "
                                     f"({target.status_reason or 'no reason recorded'}); only "
@@ -239,11 +247,7 @@ class Registry:
                 status_reason=f"retired by {who}: {version} promoted: {reason}")]
             return _Change(replace=tuple(changes))
 
-        change = self._commit(f"promote {version}", plan, reason=reason)
-        if change is None:
-            warnings.warn(f"{version} is already production; nothing changed", stacklevel=2)
-            return self.get(version)
-        return change.replace[0]
+        return self._commit(f"promote {version}", plan, reason=reason).replace[0]
 
     def reject(self, version: str, reason: str, report_id: str | None = None,
                by: str | None = None) -> ModelVersion:
@@ -308,11 +312,11 @@ class Registry:
                    if r.model_name == model_name and r.version.rsplit("-v", 1)[-1].isdigit()]
         return f"{model_name}-v{max(numbers, default=0) + 1:04d}"
 
-    def _commit(self, what: str, plan: Callable[[list[ModelVersion]], _Change | None],
-                retries: int | None = None, reason: str | None = None) -> _Change | None:
+    def _commit(self, what: str, plan: Callable[[list[ModelVersion]], _Change],
+                retries: int | None = None, reason: str | None = None) -> _Change:
         """Run ``plan`` on a fresh snapshot and commit its change from that snapshot; on a
-        conflicting concurrent commit, read again, plan again (re-checking), commit again.
-        Returns the committed change; None when ``plan`` found nothing to do."""
+        conflicting concurrent commit, read again, plan again (re-checking, so a change that a
+        concurrent commit made moot raises there), commit again. Returns the committed change."""
         if reason is not None and not reason.strip():
             raise RegistryError(f"{what}: a reason is required")
         retries = self.retries if retries is None else retries
@@ -323,8 +327,6 @@ class Registry:
                 table = self._open(create=True)
             raw = table.to_pyarrow_table()
             change = plan(self._rows(raw))
-            if change is None:
-                return None
             try:
                 self._write(table, raw, change, f"{what}: {reason}" if reason else what, attempt)
                 return change

@@ -26,6 +26,7 @@ class ModelVersion:
     table_version: int | None = None
     rows_read: int | None = None
     rows_quarantined: int | None = None
+    rows_late: int | None = None
     global_step: int | None = None
     run_name: str | None = None
     metrics_json: str | None = None
@@ -71,6 +72,17 @@ class ProductionChangedError(RegistryError):
     def __init__(self, message: str, expected: str | None, current: str | None):
         super().__init__(message)
         self.expected, self.current = expected, current
+
+
+class AlreadyProductionError(RegistryError):
+    """``promote`` of the version that is production already, found on the first read or, after
+    losing a commit race to an identical promotion, on the retry. Nothing was committed: this
+    promotion's reason is not recorded, and the caller must not report it as done."""
+
+    def __init__(self, message: str, production: ModelVersion):
+        super().__init__(message)
+        self.production = production
+        """the production row as committed, with the winner's ``status_reason``"""
 
 
 class RegistryCommitError(RuntimeError):

@@ -1,11 +1,16 @@
 """Two processes writing the registry at the same moment, on a local lake and on the local S3
 server: promotions keep exactly one production row at every table version, registrations of
-the same number have one winner, and nothing is lost."""
+the same number have one winner, two identical ``jobs/promote.py`` runs have one winner and a
+loser that says so, and nothing is lost."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import importlib.util
+import io
 import multiprocessing as mp
+from pathlib import Path
 
 import pytest
 from deltalake import DeltaTable
@@ -15,6 +20,7 @@ from dnr.storage import Lake
 
 pytestmark = pytest.mark.integration
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+PROMOTE_JOB = Path(__file__).resolve().parents[2] / "jobs" / "promote.py"
 
 
 def _version(n: int, status: str = "candidate") -> ModelVersion:
@@ -120,3 +126,48 @@ def test_two_writers_registering_the_same_number_get_different_versions(local_la
     outcomes = _race([[(local_lake.root, "register", "a")], [(local_lake.root, "register", "b")]])
     assert sorted(outcomes.values()) == ["ok dnr-v0002", "ok dnr-v0003 after VersionExistsError"]
     assert [v.version for v in registry.versions()] == ["dnr-v0001", "dnr-v0002", "dnr-v0003"]
+
+
+def _promote_job(root: str, reason: str, barrier, results) -> None:
+    """Runs in a spawned process: ``jobs/promote.py --version dnr-v0002 --reason <reason>``, its
+    ``main`` started at the same moment as the other process's; reports (reason, exit code, output)."""
+    spec = importlib.util.spec_from_file_location("promote_job", PROMOTE_JOB)
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    Registry(Lake(root)).versions()  # imports and the first read happen before the start line
+    out = io.StringIO()
+    barrier.wait(timeout=60)
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = job.main(["--lake", root, "--version", "dnr-v0002", "--reason", reason])
+    results.put((reason, code, out.getvalue()))
+
+
+@pytest.mark.parametrize("production", [None, "dnr-v0001"])
+def test_the_loser_of_two_identical_promote_jobs_says_already_production_and_fails(tmp_path, production):
+    lake = Lake(str(tmp_path / "lake"))
+    registry = Registry(lake)
+    for n in (1, 2):
+        registry.register(_version(n))
+    if production:
+        registry.promote(production, reason="the first production")
+    start = DeltaTable(registry.uri).version()
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [ctx.Process(target=_promote_job, args=(lake.root, reason, barrier, results))
+             for reason in ("ticket 1", "ticket 2")]
+    for p in procs:
+        p.start()
+    outcomes = {reason: (code, out) for reason, code, out in (results.get(timeout=120) for _ in procs)}
+    for p in procs:
+        p.join(timeout=30)
+
+    assert sorted(code for code, _ in outcomes.values()) == [0, 3], outcomes
+    winner = next(reason for reason, (code, _) in outcomes.items() if code == 0)
+    loser = "ticket 2" if winner == "ticket 1" else "ticket 1"
+    won, lost = outcomes[winner][1], outcomes[loser][1]
+    assert "dnr-v0002 -> production" in won, won
+    assert "dnr-v0002 is already production" in lost and f"'{loser}' is not recorded" in lost, lost
+    assert "-> production" not in lost, lost  # nothing claims success for the loser
+    assert DeltaTable(registry.uri).version() == start + 1  # one commit: the winner's
+    assert registry.get("dnr-v0002").status_reason.endswith(f": {winner}")
+    assert all(loser not in (v.status_reason or "") for v in registry.versions())

@@ -14,8 +14,8 @@ import pytest
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError
 
-from dnr.registry import (ModelVersion, ProductionChangedError, Registry, RegistryError,
-                          VersionExistsError, _Change)
+from dnr.registry import (AlreadyProductionError, ModelVersion, ProductionChangedError, Registry,
+                          RegistryError, VersionExistsError, _Change)
 from dnr.evaluation.gate import Decision
 from dnr.registry.cli import listing, show
 from dnr.evaluation.replay import apply_decision
@@ -122,7 +122,7 @@ def test_promote_retires_the_previous_production_in_one_commit(tmp_path):
     assert registry.production("dnr").version == registry.parent_for("dnr").version == "dnr-v0002"
 
 
-def test_promote_refuses_what_is_not_a_candidate_and_a_second_promote_is_a_no_op(tmp_path):
+def test_promote_refuses_what_is_not_a_candidate_and_a_second_promote_changes_nothing(tmp_path):
     registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate"))
     registry.reject("dnr-v0002", reason="loses to the retriever order", report_id="rep-3")
     assert registry.get("dnr-v0002").status_reason == (
@@ -139,11 +139,35 @@ def test_promote_refuses_what_is_not_a_candidate_and_a_second_promote_is_a_no_op
         registry.promote("dnr-v0001", reason=" ")
     registry.promote("dnr-v0001", reason="first")
     before = _table_version(registry)
-    with pytest.warns(UserWarning, match="dnr-v0001 is already production"):
-        assert registry.promote("dnr-v0001", reason="again").status == "production"
-    assert _table_version(registry) == before
+    with pytest.raises(AlreadyProductionError, match="dnr-v0001 is already production .promoted by .*: "
+                       "first.; nothing changed, the reason 'again' is not recorded") as refused:
+        registry.promote("dnr-v0001", reason="again")
+    assert refused.value.production.version == "dnr-v0001" and _table_version(registry) == before
     with pytest.raises(RegistryError, match="cannot reject dnr-v0001: it is production.*rollback"):
         registry.reject("dnr-v0001", reason="no")
+
+
+def test_a_promotion_whose_commit_loses_to_the_same_promotion_is_refused_not_reported_done(
+        tmp_path, monkeypatch):
+    """The race of two identical promotions, made deterministic: the other promotion commits
+    between this one's read and its commit; the retry finds the version production already."""
+    registry = _registry(tmp_path, _version(1, "candidate"), _version(2, "candidate"))
+    registry.promote("dnr-v0001", reason="first")
+    before = _table_version(registry)
+    write, raced = Registry._write, []
+
+    def other_commits_first(self, *args, **kwargs):
+        if self is registry and not raced:
+            raced.append(Registry(registry.lake).promote("dnr-v0002", reason="ticket 1", by="alice"))
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "_write", other_commits_first)
+    with pytest.raises(AlreadyProductionError, match="dnr-v0002 is already production .promoted by alice: "
+                       "ticket 1.; nothing changed, the reason 'ticket 2' is not recorded"):
+        registry.promote("dnr-v0002", reason="ticket 2", by="bob")
+    assert raced and _table_version(registry) == before + 1  # the other's commit only
+    assert registry.get("dnr-v0002").status_reason == "promoted by alice: ticket 1"
+    assert "ticket 2" not in registry.get("dnr-v0001").status_reason
 
 
 def test_a_gate_promotion_commits_only_against_the_production_it_was_evaluated_with(tmp_path):
@@ -270,6 +294,9 @@ def test_registry_cli_and_promote_job(tmp_path):
     job = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0001", "--reason", "first")
     assert job.returncode == 0, job.stderr
     assert "production before: (none)" in job.stdout and "production after: dnr-v0001" in job.stdout
+    again = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0001", "--reason", "first, again")
+    assert again.returncode == 3 and "-> production" not in again.stdout, again.stdout + again.stderr
+    assert "dnr-v0001 is already production" in again.stderr and "'first, again' is not recorded" in again.stderr
     job = _run("jobs/promote.py", "--lake", lake, "--version", "dnr-v0002", "--reason", "better",
                "--report-id", "rep-2")
     assert "dnr-v0002 -> production, dnr-v0001 -> retired" in job.stdout, job.stdout + job.stderr
