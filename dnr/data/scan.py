@@ -31,6 +31,7 @@ SUMMARY = pa.schema([
     ("files", pa.list_(pa.string())), ("file_rows", pa.list_(pa.int64())),
     ("bad", pa.int64()), ("reasons", pa.string()),
     ("staged", pa.string()), ("staged_bytes", pa.int64()), ("holdout", pa.int64()),
+    ("excluded", pa.int64()),
 ])
 
 
@@ -98,16 +99,20 @@ def contract_columns(batch: pa.Table) -> pa.Table:
 
 
 def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids: np.ndarray,
-               source_table: str, source_version: int, run_id: str, holdout_fraction: float = 0.0
-               ) -> pa.Table:
+               source_table: str, source_version: int, run_id: str, holdout_fraction: float = 0.0,
+               exclude_ids: np.ndarray | None = None) -> pa.Table:
     """Validate one block read with ``include_paths``; stage its bad rows; return its summary
-    (with the kept rows that fall in the validation hold-out counted)."""
+    (with the kept rows that fall in the validation hold-out, and those whose id hash is in
+    ``exclude_ids``, counted)."""
     if batch.num_rows == 0:  # an empty file's block may carry no column at all: nothing to judge
         return SUMMARY.empty_table()
     per_file = pc.value_counts(batch.column("path")).to_pylist()
     rows = contract_columns(batch)
     kept, bad, reasons = validate.split(rows, max_list_len, duplicate_ids)
-    holdout = int(validate.holdout_mask(kept.column(REQUEST_LOGS.col.request_id), holdout_fraction).sum())
+    ids = kept.column(REQUEST_LOGS.col.request_id)
+    holdout = int(validate.holdout_mask(ids, holdout_fraction).sum())
+    excluded = int(np.isin(validate.hash_request_ids(ids), exclude_ids).sum()) if exclude_ids is not None \
+        and len(exclude_ids) else 0
     staged, staged_bytes = None, 0
     if bad.num_rows:
         staged, staged_bytes = _stage(lake_root, validate.quarantine_rows(
@@ -116,7 +121,7 @@ def scan_block(batch: pa.Table, lake_root: str, max_list_len: int, duplicate_ids
     return pa.table({
         "files": [[f["values"] for f in per_file]], "file_rows": [[f["counts"] for f in per_file]],
         "bad": [bad.num_rows], "reasons": [json.dumps(dict(counted), sort_keys=True)],
-        "staged": [staged], "staged_bytes": [staged_bytes], "holdout": [holdout],
+        "staged": [staged], "staged_bytes": [staged_bytes], "holdout": [holdout], "excluded": [excluded],
     }, schema=SUMMARY)
 
 
@@ -137,18 +142,21 @@ class ScanTotals:
     """(file name, bytes, rows) of every staged quarantine file."""
     holdout: int = 0
     """Kept rows in the validation hold-out."""
+    excluded: int = 0
+    """Kept rows whose id is excluded (the replay's ids of the training window)."""
 
     @property
     def rows_read(self) -> int:
         return sum(self.file_rows.values())
 
     def add(self, summary: pa.Table) -> None:
-        for files, counts, bad, reasons, staged, size, holdout in zip(
+        for files, counts, bad, reasons, staged, size, holdout, excluded in zip(
                 *(summary.column(n).to_pylist() for n in SUMMARY.names)):
             for path, count in zip(files, counts):
                 self.file_rows[path] = self.file_rows.get(path, 0) + count
             self.bad += bad
             self.holdout += holdout
+            self.excluded += excluded
             self.reasons.update(json.loads(reasons))
             if staged:
                 self.staged.append((staged, size, bad))

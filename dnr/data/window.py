@@ -65,6 +65,8 @@ class QuarantineReport:
     """hashes of duplicated request_ids (see :meth:`Window.duplicate_ids`)"""
     rows_holdout: int = 0
     """kept rows in the validation hold-out (``validation.fraction``): evaluated, not trained"""
+    rows_excluded: int = 0
+    """kept rows whose request_id is in ``exclude_ids`` (the replay: ids of the training window)"""
 
     @property
     def rows_kept(self) -> int:
@@ -92,7 +94,10 @@ class Window:
     """rows of each of ``files`` by the Delta statistics"""
 
     @classmethod
-    def open(cls, lake: Lake, start: str, end: str, version: int | None = None) -> "Window":
+    def open(cls, lake: Lake, start: str, end: str, version: int | None = None,
+             extra_files: tuple[str, ...] = ()) -> "Window":
+        """The partitions ``start``..``end`` at ``version`` (default: the newest), and the
+        ``extra_files`` of other days (late rows, :mod:`dnr.data.late`), read alike."""
         from deltalake import DeltaTable
 
         parse_ds(start, "start"), parse_ds(end, "end")
@@ -111,6 +116,7 @@ class Window:
             span = f"{present[0]}..{present[-1]}" if present else "no partitions"
             raise ValueError(f"no request_logs partitions in [{start}, {end}] at version "
                              f"{table.version()} of {uri} (the table has {span})")
+        files += tuple(f for f in extra_files if f not in files)
         stats = dict(zip(adds.column("path").to_pylist(),
                          adds.column("num_records").to_numpy(zero_copy_only=False).astype(float)))
         num_records = np.array([stats.get(f.removeprefix(uri + "/"), np.nan) for f in files])
@@ -171,7 +177,27 @@ class Window:
             batch_size=None, batch_format="numpy")]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
-    def quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float = 0.0) -> QuarantineReport:
+    def shared_ids(self, other: "Window", partitions: int | None = None) -> np.ndarray:
+        """The sorted hashes of the request_ids found in both this window and ``other`` (the
+        replay: the held-out day against the candidate's training window).
+
+        Distributed like :meth:`duplicates`: each read task hashes the id column of its block and
+        tags it with its window; a hash shuffle brings each bucket to one task, which keeps the
+        hashes seen in both. The driver receives only those.
+        """
+        if self.rows_read == 0 or other.rows_read == 0:
+            return np.zeros(0, np.uint64)
+        partitions = partitions or dedup_partitions(self.rows_read + other.rows_read)
+        hashed = [w.read(columns=[C.request_id]).map_batches(
+            _hash_ids, batch_format="pyarrow", fn_kwargs={"partitions": partitions, "tag": tag})
+            for tag, w in enumerate((self, other))]
+        both = hashed[0].union(hashed[1]).groupby("bucket", num_partitions=partitions).map_groups(
+            _in_both, batch_format="numpy")
+        parts = [b["h"] for b in both.iter_batches(batch_size=None, batch_format="numpy")]
+        return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
+
+    def quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float = 0.0,
+                   exclude_ids: np.ndarray | None = None) -> QuarantineReport:
         """Validate every row; append the bad ones to ``quarantine``; count by reason.
 
         Two Ray Data executions: the duplicate scan (the id column alone), then one pass over the
@@ -181,13 +207,15 @@ class Window:
         names the files that differ) and commits the staged files to ``quarantine`` at once.
         A row with several problems counts once in ``rows_quarantined`` and once under each of
         its reasons in ``reasons``. The same pass counts the kept rows of the validation
-        hold-out (``holdout_fraction``, :func:`~dnr.data.validate.holdout_mask`).
+        hold-out (``holdout_fraction``, :func:`~dnr.data.validate.holdout_mask`), and those whose
+        id hash is in ``exclude_ids`` (``rows_excluded``).
         """
         scan.check_file_schemas(self.lake, self.files, f"{self.table_uri} at version {self.version}")
         with self._naming_unreadable_files():
-            return self._quarantine(run_id, cfg, holdout_fraction)
+            return self._quarantine(run_id, cfg, holdout_fraction, exclude_ids)
 
-    def _quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float) -> QuarantineReport:
+    def _quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float,
+                    exclude_ids: np.ndarray | None) -> QuarantineReport:
         if self.rows_read == 0:  # only empty files: a window with no requests, read = kept = 0
             return QuarantineReport(rows_read=0, rows_quarantined=0, reasons={},
                                     duplicate_ids=np.zeros(0, np.uint64))
@@ -197,7 +225,7 @@ class Window:
             fn_kwargs=dict(lake_root=self.lake.root, max_list_len=cfg.max_list_len,
                            duplicate_ids=duplicate_ids, source_table=self.table_uri,
                            source_version=self.version, run_id=run_id,
-                           holdout_fraction=holdout_fraction))
+                           holdout_fraction=holdout_fraction, exclude_ids=exclude_ids))
         totals = scan.ScanTotals()
         for summary in summaries.iter_batches(batch_size=None, batch_format="pyarrow"):
             totals.add(summary)
@@ -207,7 +235,7 @@ class Window:
             scan.commit_quarantine(self.lake, totals.staged, run_id)
         return QuarantineReport(rows_read=totals.rows_read, rows_quarantined=totals.bad,
                                 reasons=dict(totals.reasons), duplicate_ids=duplicate_ids,
-                                rows_holdout=totals.holdout)
+                                rows_holdout=totals.holdout, rows_excluded=totals.excluded)
 
     @contextlib.contextmanager
     def _naming_unreadable_files(self):
@@ -230,15 +258,17 @@ class Window:
                 "re-land their days, then re-run. Nothing was trained.") from error
 
     def validated(self, cfg: DataConfig, duplicate_ids: np.ndarray | None = None,
-                  holdout_fraction: float = 0.0, part: str = "train"):
+                  holdout_fraction: float = 0.0, part: str = "train", exclude_ids: np.ndarray | None = None):
         """The window's valid rows, streaming, in the contract schema (what training consumes):
-        ``part="train"`` the rows outside the validation hold-out, ``"holdout"`` the rows in it."""
+        ``part="train"`` the rows outside the validation hold-out, ``"holdout"`` the rows in it;
+        rows whose id hash is in ``exclude_ids`` left out."""
         if part not in ("train", "holdout"):
             raise ValueError(f"part={part!r}: one of 'train', 'holdout'")
         return self.read().map_batches(
             _keep_batch, batch_format="pyarrow",
             fn_kwargs=dict(max_list_len=cfg.max_list_len, duplicate_ids=duplicate_ids,
-                           holdout_fraction=holdout_fraction, holdout=part == "holdout"),
+                           holdout_fraction=holdout_fraction, holdout=part == "holdout",
+                           exclude_ids=exclude_ids),
         )
 
 
@@ -265,7 +295,8 @@ def _file_list_reader():
 
 
 def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | None,
-                holdout_fraction: float = 0.0, holdout: bool = False) -> pa.Table:
+                holdout_fraction: float = 0.0, holdout: bool = False,
+                exclude_ids: np.ndarray | None = None) -> pa.Table:
     if batch.num_rows == 0:  # an empty file's block may carry no column at all
         return REQUEST_LOGS.empty_table()
     batch = scan.contract_columns(batch)
@@ -273,6 +304,8 @@ def _keep_batch(batch: pa.Table, max_list_len: int, duplicate_ids: np.ndarray | 
     if holdout_fraction > 0.0 or holdout:
         held = validate.holdout_mask(kept.column(C.request_id), holdout_fraction)
         kept = kept.filter(pa.array(held if holdout else ~held))
+    if exclude_ids is not None and len(exclude_ids):
+        kept = kept.filter(pa.array(~np.isin(validate.hash_request_ids(kept.column(C.request_id)), exclude_ids)))
     schema = pa.schema([REQUEST_LOGS.arrow.field(n) for n in kept.column_names])
     return kept.cast(schema)
 
@@ -282,9 +315,17 @@ def dedup_partitions(rows: int, per_partition: int = 2_000_000) -> int:
     return int(min(512, max(1, -(-rows // per_partition))))
 
 
-def _hash_ids(batch: pa.Table, partitions: int) -> pa.Table:
+def _hash_ids(batch: pa.Table, partitions: int, tag: int | None = None) -> pa.Table:
     h = validate.hash_request_ids(validate.conform(batch).column(C.request_id))
-    return pa.table({"h": h, "bucket": (h % np.uint64(partitions)).astype(np.int64)})
+    columns = {"h": h, "bucket": (h % np.uint64(partitions)).astype(np.int64)}
+    if tag is not None:
+        columns["tag"] = np.full(len(h), tag, np.int8)
+    return pa.table(columns)
+
+
+def _in_both(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    first, second = (np.unique(group["h"][group["tag"] == t]) for t in (0, 1))
+    return {"h": np.intersect1d(first, second, assume_unique=True)}
 
 
 def _repeated(group: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 
 from dnr.config import JobConfig, config_from_dict
-from dnr.data.window import Window, parse_ds
+from dnr.data.window import QuarantineReport, Window, parse_ds
 from dnr.evaluation.gate import Decision, ReplaySummary, decide
 from dnr.evaluation.report import write_report
 from dnr.evaluation.scoring import DELTA_EDGES, ReplayScorer, ReplaySpec, ReplayState, reduce_states
@@ -59,6 +59,10 @@ class ReplayResult:
     registry_action: str | None = None
     """promoted | rejected | "not applied: ..." (production moved meanwhile) | None (not asked)."""
     seconds: float = 0.0
+    requests_excluded: int = 0
+    """kept requests not evaluated: their request_id is in the candidate's training window"""
+    note: str | None = None
+    """"no requests" when the day has none to evaluate (the gate then rejects on min_requests)"""
 
 
 def resolve_versions(registry: Registry, model_name: str, candidate: str,
@@ -165,23 +169,23 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
         f"(table v{table_version})")
 
     cand_cfg = config_from_dict(json.loads(cand.config_json))
-    window = Window.open(lake, ds, ds, version=table_version)
-    quarantine = window.quarantine(report_id, cand_cfg.data)
-    say(f"[replay] {window.rows_read:,} rows read, {quarantine.rows_kept:,} kept, "
-        f"{quarantine.rows_quarantined:,} quarantined {quarantine.reasons or ''}")
-    if quarantine.rows_kept == 0:
-        raise ValueError(f"every row of ds={ds} was quarantined: {quarantine.reasons}")
+    day = _read_day(lake, cand, cand_cfg, ds, table_version, report_id, say)
+    window, quarantine = day.window, day.quarantine
 
     metrics = tuple(dict.fromkeys((cfg.gate.primary_metric, *cfg.gate.guardrails)))
     checkpoints = {"candidate": cand.checkpoint_uri}
     if base is not None:
         checkpoints["baseline"] = base.checkpoint_uri
     spec = ReplaySpec(checkpoints=checkpoints, metrics=metrics, replicates=cfg.gate.bootstrap_replicates)
-    state = score_day(window.validated(cand_cfg.data, quarantine.duplicate_ids), spec, lake, cfg)
+    if day.note:  # nothing to evaluate: the gate rejects on min_requests
+        state = ReplayState(spec)
+    else:
+        state = score_day(window.validated(cand_cfg.data, quarantine.duplicate_ids, exclude_ids=day.seen),
+                          spec, lake, cfg)
     evaluated = int(state.accumulators["candidate"].compute()["requests"])
-    if evaluated != quarantine.rows_kept:
-        raise RuntimeError(f"scored {evaluated:,} requests but {quarantine.rows_kept:,} rows were kept: "
-                           f"the counts must add up")
+    if evaluated != quarantine.rows_kept - quarantine.rows_excluded:
+        raise RuntimeError(f"scored {evaluated:,} requests but {quarantine.rows_kept:,} rows were kept and "
+                           f"{quarantine.rows_excluded:,} excluded: the counts must add up")
 
     summary = summarize(state, cfg.gate.confidence)
     decision = decide(summary, cfg.gate)
@@ -189,14 +193,18 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
               "baseline": base.version if base else "none (retriever order is the reference)",
               "request_logs table version": table_version, "rows read": window.rows_read,
               "rows quarantined": quarantine.rows_quarantined, "requests evaluated": evaluated,
+              "requests excluded (id in the training window)": quarantine.rows_excluded,
               "candidate window": f"{cand.window_start}..{cand.window_end}",
               "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    if day.note:
+        header["note"] = day.note
     report_uri = write_report(lake, summary, decision, header, cfg.gate.primary_metric)
     result = ReplayResult(
         report_id=report_id, ds=ds, candidate=cand.version, baseline=base.version if base else None,
         decision=decision.label, reasons=decision.reasons, summary=summary, report_uri=report_uri,
         table_version=table_version, rows_read=window.rows_read,
-        rows_quarantined=quarantine.rows_quarantined, requests_evaluated=evaluated)
+        rows_quarantined=quarantine.rows_quarantined, requests_evaluated=evaluated,
+        requests_excluded=quarantine.rows_excluded, note=day.note)
     _append_report_row(lake, result, decision)
     if promote:
         if before_commit is not None:
@@ -204,6 +212,59 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
         result.registry_action = apply_decision(registry, cand, decision, report_id, production)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass
+class _Day:
+    """The held-out day, read and validated."""
+
+    window: Window
+    quarantine: QuarantineReport
+    seen: np.ndarray | None
+    """hashes of the day's request ids that are in the candidate's training window"""
+    note: str | None
+    """why nothing is evaluated ("no requests ..."), else None"""
+
+
+def _read_day(lake: Lake, cand: ModelVersion, cand_cfg: JobConfig, ds: str, table_version: int,
+              report_id: str, say) -> _Day:
+    """Day ``ds`` at the pinned version, validated with the candidate's data config (bad rows to
+    quarantine), its ids checked against the candidate's training window (those excluded)."""
+    window = Window.open(lake, ds, ds, version=table_version)
+    seen = trained_ids(lake, cand, window, say)
+    quarantine = window.quarantine(report_id, cand_cfg.data, exclude_ids=seen)
+    say(f"[replay] {window.rows_read:,} rows read, {quarantine.rows_kept:,} kept, "
+        f"{quarantine.rows_quarantined:,} quarantined {quarantine.reasons or ''}")
+    if quarantine.rows_excluded:
+        say(f"[replay] {quarantine.rows_excluded:,} kept request(s) have a request_id that is in "
+            f"{cand.version}'s training window {cand.window_start}..{cand.window_end}: not evaluated")
+    note = None
+    if window.rows_read == 0:
+        note = "no requests: the day landed empty"
+    elif quarantine.rows_kept == 0:
+        note = "no requests: every row was quarantined"
+    elif quarantine.rows_kept == quarantine.rows_excluded:
+        note = "no requests: every kept request is in the candidate's training window"
+    if note:
+        say(f"[replay] {note} (ds={ds}): nothing to evaluate; the gate rejects on gate.min_requests")
+    return _Day(window, quarantine, seen, note)
+
+
+def trained_ids(lake: Lake, cand: ModelVersion, day: Window, say=print) -> np.ndarray | None:
+    """The hashes of the request_ids of ``day`` that are also in ``cand``'s training window (its
+    days at the table version it trained at): evaluating them would score the candidate on
+    requests it was trained on. None when the window cannot be read any more (then said)."""
+    from deltalake.exceptions import DeltaError
+
+    if not (cand.window_start and cand.window_end) or cand.table_version is None:
+        return None
+    try:
+        trained = Window.open(lake, cand.window_start, cand.window_end, version=cand.table_version)
+    except (DeltaError, OSError, ValueError) as error:
+        say(f"[replay] WARNING request ids not checked against {cand.version}'s training window: "
+            f"{str(error).splitlines()[0][:160]}")
+        return None
+    return day.shared_ids(trained)
 
 
 def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, report_id: str,
@@ -246,7 +307,7 @@ def _append_report_row(lake: Lake, result: ReplayResult, decision: Decision) -> 
     from deltalake import write_deltalake
 
     s = result.summary
-    metrics = {"arms": s.metrics, "sanity": s.sanity,
+    metrics = {"arms": s.metrics, "sanity": s.sanity, "requests_excluded": result.requests_excluded,
                "deltas": {p: {m: d.to_dict() for m, d in by.items()} for p, by in s.deltas.items()}}
     row = {
         "report_id": result.report_id, "created_at": dt.datetime.now(dt.timezone.utc), "ds": result.ds,

@@ -128,10 +128,12 @@ def write_report(lake: Lake, summary: ReplaySummary, decision: Decision, header:
     target = report_dir(lake, header["report_id"])
     with tempfile.TemporaryDirectory(prefix="dnr-report-") as tmp:
         out = Path(tmp)
-        plots = ["metrics.png", f"delta_{primary_metric.replace('@', '')}.png", "calibration.png"]
-        _plot_metrics(summary, out / plots[0])
-        _plot_delta(summary, primary_metric, out / plots[1])
-        _plot_calibration(summary, out / plots[2])
+        plots = []
+        if summary.metrics["candidate"]["requests"] > 0:  # a day with no request has nothing to plot
+            plots = ["metrics.png", f"delta_{primary_metric.replace('@', '')}.png", "calibration.png"]
+            _plot_metrics(summary, out / plots[0])
+            _plot_delta(summary, primary_metric, out / plots[1])
+            _plot_calibration(summary, out / plots[2])
         (out / "report.md").write_text(render_markdown(summary, decision, header, plots))
         (out / "report.json").write_text(json.dumps(
             {"header": header, "decision": decision.label, "reasons": decision.reasons,

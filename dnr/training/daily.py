@@ -21,14 +21,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
 from dnr.config import JobConfig, config_to_json
+from dnr.data.late import LateData, find_late_data
 from dnr.data.window import QuarantineReport, Window, parse_ds, table_partitions
 from dnr.registry import ModelVersion, Registry
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
+from dnr.training.daily_plan import cap_window, check_trained, full_steps_per_epoch, plan_window, steps_per_epoch
 from dnr.training.progress import TrainProgress
 from dnr.training.validation import SCORE_KEY, VALID_DATASET, registered_checkpoint
 from dnr.training.worker_spec import Lineage, WorkerSpec
@@ -39,8 +39,8 @@ class DailyResult:
     """What the job prints and returns."""
 
     status: str
-    """trained | skipped (an equivalent version exists) | up_to_date (no new partition);
-    planned while the run is under way."""
+    """trained | skipped (an equivalent version exists) | up_to_date (no new partition) |
+    no_requests (the window's days landed empty); planned while the run is under way."""
     ds: str
     version: str | None = None
     parent_version: str | None = None
@@ -49,6 +49,10 @@ class DailyResult:
     rows_read: int = 0
     rows_quarantined: int = 0
     rows_holdout: int = 0  # kept rows held out for validation: read = trained + held out + quarantined
+    rows_late: int = 0
+    """rows of ``rows_read`` that landed late in days the parent had trained on (:mod:`dnr.data.late`)"""
+    late_data: str | None = None
+    """the late rows trained and the rewritten days reported, as printed; None when neither"""
     quarantine_reasons: dict | None = None
     global_step: int = 0
     metrics: dict | None = None
@@ -70,35 +74,6 @@ class DailyResult:
     window_capped: str | None = None  # set when train.max_window_days cut the window's oldest days
     requests_left_out: int = 0
     """Kept requests not trained in each epoch: the equal split across W workers drops up to W - 1."""
-
-
-def plan_window(partitions: list[str], parent: ModelVersion | None, ds: str) -> tuple[str, str] | None:
-    """(start, end) of the partitions to train on for day ``ds``, or None when there are none."""
-    end = (dt.date.fromisoformat(ds) - dt.timedelta(days=1)).isoformat()
-    after = parent.window_end if parent is not None and parent.window_end else None
-    days = [p for p in partitions if p <= end and (after is None or p > after)]
-    return (days[0], days[-1]) if days else None
-
-
-def cap_window(partitions: list[str], window: tuple[str, str], max_days: int
-               ) -> tuple[tuple[str, str], list[str]]:
-    """The window cut to its newest ``max_days`` partitions (0: no limit), and the days cut."""
-    days = [p for p in partitions if window[0] <= p <= window[1]]
-    if not max_days or len(days) <= max_days:
-        return window, []
-    return (days[-max_days], days[-1]), days[:-max_days]
-
-
-def full_steps_per_epoch(rows: int, cfg: JobConfig) -> int:
-    """Steps of one epoch over ``rows`` requests split across the workers."""
-    per_worker = int(np.ceil(rows / cfg.train.num_workers))
-    return int(np.ceil(per_worker / cfg.data.batch_size))
-
-
-def steps_per_epoch(rows: int, cfg: JobConfig) -> int:
-    """What one epoch runs: the full count, capped by ``train.max_steps`` when set."""
-    steps = full_steps_per_epoch(rows, cfg)
-    return min(steps, cfg.train.max_steps) if cfg.train.max_steps else steps
 
 
 def run_daily(lake: Lake, cfg: JobConfig, ds: str | None = None, force: bool = False,
@@ -128,6 +103,7 @@ class _Day:
     say: Callable[..., None]
     lease: object
     run_name: str = ""
+    late: LateData | None = None
 
     @contextlib.contextmanager
     def phase(self, name: str):
@@ -149,6 +125,8 @@ def _run_daily(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, verbose:
         return day.result
     with day.phase("scan"):
         data, report, steps = _scan(day)
+    if report.rows_read == 0:
+        return day.result
     with day.phase("train"):
         checkpoint_uri, metrics = _train(day, data, report, steps, verbose)
     with day.phase("register"):
@@ -200,20 +178,41 @@ def _plan(lake: Lake, cfg: JobConfig, ds: str | None, force: bool, say, lease) -
             _replay(lake, cfg, result, partitions, say, lease)
         return day
     result.status = "planned"
+    _find_late_rows(day, table_version)
     name = cfg.train.model_name
     day.run_name = f"{name}-{ds}" if not force else f"{name}-{ds}-{int(time.time())}"
     return day
 
 
+def _find_late_rows(day: _Day, table_version: int) -> None:
+    """Rows appended since the parent's table version to days it trained on: trained with this
+    window; days rewritten since are reported (:mod:`dnr.data.late`)."""
+    if day.parent is None:
+        return
+    day.late = find_late_data(day.lake, day.parent.table_version, day.parent.window_end, table_version)
+    day.result.late_data = day.late.describe() or None
+    if day.result.late_data:
+        day.say(f"[daily] {day.result.late_data}")
+
+
 def _scan(day: _Day) -> tuple[Window, QuarantineReport, int]:
-    """Open the window at the pinned version, validate it, quarantine its bad rows; the steps
-    per epoch of what was kept."""
+    """Open the window at the pinned version (with the late files), validate it, quarantine its
+    bad rows; the steps per epoch of what was kept. A window of empty days ends the run."""
     result, cfg, say = day.result, day.cfg, day.say
     (start, end), version = result.window, result.table_version
-    data = Window.open(day.lake, start, end, version=version)
+    late = day.late.files if day.late else ()
+    data = Window.open(day.lake, start, end, version=version, extra_files=late)
+    result.rows_late = day.late.rows if day.late else 0
     say(f"[daily] ds={result.ds} parent={result.parent_version or '(cold start)'} window={start}..{end} "
-        f"table v{version}: {len(data.files)} files, {data.rows_read:,} rows; run {day.run_name}")
+        f"table v{version}: {len(data.files)} files, {data.rows_read:,} rows"
+        + (f" ({result.rows_late:,} late)" if late else "") + f"; run {day.run_name}")
     report = data.quarantine(day.run_name, cfg.data, cfg.validation.fraction)
+    if report.rows_read == 0:
+        result.status = "no_requests"
+        say(f"[daily] no requests in {start}..{end}: its {len(data.files)} file(s) hold no row (the "
+            "day(s) landed empty). Nothing was trained or registered; the next run trains from the "
+            f"same parent, {result.parent_version or '(cold start)'}, over these days and the new ones")
+        return data, report, 0
     held = f" ({report.rows_train:,} to train, {report.rows_holdout:,} held out)" if cfg.validation.fraction else ""
     say(f"[daily] validated: {report.rows_kept:,} kept{held}, {report.rows_quarantined:,} quarantined "
         f"{report.reasons or ''}")
@@ -324,7 +323,7 @@ def _register_version(day: _Day, report: QuarantineReport, checkpoint_uri: str, 
         created_at=dt.datetime.now(dt.timezone.utc), parent_version=result.parent_version,
         window_start=result.window[0], window_end=result.window[1],
         table_version=result.table_version, rows_read=report.rows_read,
-        rows_quarantined=report.rows_quarantined, global_step=int(metrics.get("global_step", 0)),
+        rows_quarantined=report.rows_quarantined, rows_late=result.rows_late, global_step=int(metrics.get("global_step", 0)),
         run_name=day.run_name, metrics_json=json.dumps(metrics, sort_keys=True),
     )
     day.lease.check()  # never commit if another run took the lake over meanwhile
@@ -337,21 +336,6 @@ def _register_version(day: _Day, report: QuarantineReport, checkpoint_uri: str, 
     result.global_step, result.metrics = int(metrics.get("global_step", 0)), metrics
     result.checkpoint_uri = checkpoint_uri
     result.tensorboard_uri = day.lake.uri("tensorboard", day.run_name)
-
-
-def check_trained(metrics: dict, kept: int, cfg: JobConfig, run_name: str) -> int:
-    """Kept requests left out of each epoch; raises when more are missing than the equal split
-    of the stream can drop (``W - 1``): then the stream did not deliver what was validated."""
-    trained = metrics.get("train/requests_epoch")
-    if trained is None:  # a finished run handed back again: its epochs were checked when they ran
-        return 0
-    left_out = max(kept - int(trained), 0)
-    if left_out > cfg.train.num_workers - 1:
-        raise RuntimeError(f"run {run_name} trained {int(trained):,} requests per epoch, but "
-                           f"{kept:,} rows were kept by validation: {left_out:,} are missing (the "
-                           f"equal split across {cfg.train.num_workers} workers drops at most "
-                           f"{cfg.train.num_workers - 1}). Nothing was registered.")
-    return left_out
 
 
 def _unevaluated(lake: Lake, parent: ModelVersion | None, ds: str) -> bool:

@@ -17,8 +17,12 @@ def summary_table(result: DailyResult, lake: Lake) -> str:
         rows.append(("window", f"{result.window[0]} .. {result.window[1]} (table v{result.table_version})"))
     if result.window_capped:
         rows.append(("window capped", result.window_capped))
+    if result.late_data:
+        rows.append(("late data", result.late_data))
+    if result.status == "no_requests":
+        rows.append(("rows read", "0: the window's days landed empty; nothing was trained or registered"))
     if result.status == "trained":
-        rows += [("rows read", f"{result.rows_read:,}"),
+        rows += [("rows read", f"{result.rows_read:,}" + (f" ({result.rows_late:,} late)" if result.rows_late else "")),
                  ("quarantined", f"{result.rows_quarantined:,} {result.quarantine_reasons or ''}"),
                  ("global step", str(result.global_step))]
         if result.capped:
