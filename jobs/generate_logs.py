@@ -6,7 +6,11 @@
 
 Runs on the current Ray cluster if there is one (``ray job submit``, ``RAY_ADDRESS``), else
 starts a local Ray. The world is described in :mod:`dnr.data.synth`. A day that is already in
-the table is refused unless ``--overwrite-days``.
+the table is refused unless ``--overwrite-days``; so is a table whose schema is not the one
+written here (a column added or retyped by the platform), naming the columns. Both refusals,
+and bad arguments, come before Ray starts and before any file is written: one line on stderr,
+exit status 1 (2 for arguments argparse refuses). A run that fails later deletes the files it
+wrote, so the table's directory holds nothing uncommitted.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import datetime as dt
 import sys
 import time
 
-from dnr.data.synth import DEFAULT_START, DaysExistError, write_request_logs
+from dnr.data.synth import DEFAULT_START, DaysExistError, SchemaMismatchError, plan_write, write_request_logs
 from dnr.data.synth_world import WorldConfig
 from dnr.storage import Lake
 
@@ -47,23 +51,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
+    try:  # everything that can be refused is refused here, before Ray starts (seconds on a laptop)
         world = WorldConfig(seed=args.seed, num_users=args.users, num_items=args.items, shown_k=args.shown_k)
-    except ValueError as e:
+        lake = Lake(args.lake)
+        plan_write(lake, start=args.start, days=args.days, overwrite_days=args.overwrite_days)
+    except ValueError as e:  # DaysExistError, SchemaMismatchError included
         sys.exit(f"generate_logs: {e}")
 
     import ray
 
     if not ray.is_initialized():
         ray.init()  # joins the cluster under `ray job submit` / RAY_ADDRESS, else starts a local one
-    lake = Lake(args.lake)
     began = time.perf_counter()
     try:
         summary = write_request_logs(
             lake, world, start=args.start, days=args.days,
             requests_per_day=args.requests_per_day, overwrite_days=args.overwrite_days,
         )  # fmt: skip
-    except DaysExistError as e:
+    except (DaysExistError, SchemaMismatchError) as e:  # the table changed since the check above
         sys.exit(f"generate_logs: {e}")
 
     seconds = time.perf_counter() - began

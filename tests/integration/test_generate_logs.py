@@ -1,18 +1,22 @@
 """generate_logs on a real local Ray and real Delta tables, local and on the local S3 server:
 partitioned table with the exact schema, day-by-day appends, refusal to double a day, and
-predicate overwrite of existing days."""
+predicate overwrite of existing days; a table whose schema evolved is refused before any file is
+written, and a failed commit leaves no file behind."""
 
 from __future__ import annotations
 
 import datetime as dt
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, Field, write_deltalake
 
+from dnr.data import delta_files, synth
 from dnr.data.synth import DaysExistError, make_requests, write_request_logs
 from dnr.data.synth_world import WorldConfig
 from dnr.schemas import PARTITION_COLUMN
@@ -97,3 +101,65 @@ def test_job_prints_summary_and_refuses_an_existing_day(ray_cluster, local_lake,
 
     with pytest.raises(SystemExit, match="already has day"):
         main(args)
+
+
+def _land_without_ray(lake: Lake, day: dt.date) -> None:
+    """One day of ``request_logs`` as generate_logs writes it, without a Ray."""
+    rows = make_requests(WORLD, day, np.arange(20))
+    written = delta_files.write_files(rows, lake.root, "request_logs", PARTITION_COLUMN).to_pylist()
+    delta_files.commit_files(lake, "request_logs", RL, written, partition_by=PARTITION_COLUMN)
+
+
+def _stray_files(lake: Lake) -> list[str]:
+    """Parquet files in the table's directory that its Delta log does not reference."""
+    from pyarrow import fs as pafs
+
+    base = lake.fs_path(lake.table_uri("request_logs"))
+    stored = lake.filesystem().get_file_info(pafs.FileSelector(base, recursive=True))
+    on_disk = {info.path for info in stored if info.path.endswith(".parquet") and "_delta_log" not in info.path}
+    return sorted(on_disk - {lake.fs_path(uri) for uri in _table(lake).file_uris()})
+
+
+def _evolve(lake: Lake, how: str) -> str:
+    """Change the table's schema as the platform might; returns the column that differs."""
+    table = _table(lake)
+    if how == "column added":
+        table.alter.add_columns(Field("platform_flag", "string", nullable=True))
+        return "platform_flag"
+    rows = lake.read_table("request_logs")  # a type changed: the table rewritten with user_id as text
+    rows = rows.set_column(rows.schema.get_field_index(RL.col.user_id), RL.col.user_id,
+                           rows[RL.col.user_id].cast(pa.string()))
+    write_deltalake(table, rows, mode="overwrite", schema_mode="overwrite", partition_by=[PARTITION_COLUMN])
+    _table(lake).vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)  # the old files
+    return RL.col.user_id
+
+
+@pytest.mark.parametrize("how", ["column added", "type changed"])
+def test_a_table_whose_schema_evolved_is_refused_before_any_file_is_written(local_lake, how):
+    _land_without_ray(local_lake, START)
+    column = _evolve(local_lake, how)
+    version = _table(local_lake).version()
+
+    job = subprocess.run([sys.executable, str(JOB), "--lake", local_lake.root, "--days", "1",
+                          "--requests-per-day", "50", "--users", "1000", "--items", "5000"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert job.returncode == 1 and "Traceback" not in job.stderr, job.stderr[-3000:]
+    message = job.stderr.strip()
+    assert len(message.splitlines()) == 1 and message.startswith("generate_logs: "), message
+    assert column in message and "Nothing was written" in message, message
+    assert _table(local_lake).version() == version and _stray_files(local_lake) == []
+    with pytest.raises(synth.SchemaMismatchError, match=column):  # the library refuses as early
+        synth.plan_write(local_lake, days=1)
+
+
+def test_a_commit_that_fails_after_the_files_were_written_leaves_none_behind(ray_cluster, lake, monkeypatch):
+    write_request_logs(lake, WORLD, start=START, days=1, requests_per_day=ROWS)
+    version = _table(lake).version()
+
+    def commit_fails(*args, **kwargs):
+        raise OSError("the object store went away")
+
+    monkeypatch.setattr(delta_files, "commit_files", commit_fails)
+    with pytest.raises(OSError, match="went away"):
+        write_request_logs(lake, WORLD, days=2, requests_per_day=ROWS, requests_per_block=128)
+    assert _table(lake).version() == version and _stray_files(lake) == []
