@@ -35,7 +35,7 @@ from dnr.data.window import QuarantineReport, Window, parse_ds
 from dnr.evaluation.gate import Decision, ReplaySummary, decide
 from dnr.evaluation.report import write_report
 from dnr.evaluation.scoring import DELTA_EDGES, ReplayScorer, ReplaySpec, ReplayState, reduce_states
-from dnr.registry import ModelVersion, ProductionChangedError, Registry
+from dnr.registry import AlreadyProductionError, ModelVersion, ProductionChangedError, Registry
 from dnr.schemas import REPLAY_REPORTS
 from dnr.storage import Lake
 
@@ -284,6 +284,9 @@ def apply_decision(registry: Registry, cand: ModelVersion, decision: Decision, r
             warnings.warn(str(exc), stacklevel=2)
             return (f"not applied: production moved from {exc.expected or 'none'} to "
                     f"{exc.current or 'none'} during the evaluation; evaluate again")
+        except AlreadyProductionError as exc:  # an operator promoted it while the gate evaluated
+            warnings.warn(str(exc), stacklevel=2)
+            return f"not applied: {cand.version} is production already ({exc.production.status_reason})"
         return "promoted"
     failed = ", ".join(c.name for c in decision.checks if not c.passed)
     registry.reject(cand.version, reason=f"failed {failed}", report_id=report_id)

@@ -271,11 +271,19 @@ class Registry:
         the current production ``rejected``, in one commit. Repeated rollbacks walk further back.
         Returns (restored, demoted)."""
         who = by or _operator()
+        first_seen: list[str] = []  # the production this rollback was asked against
 
         def plan(rows: list[ModelVersion]) -> _Change:
             current = self._production_of(rows, model_name)
             if current is None:
                 raise RegistryError(f"cannot roll back {model_name}: it has no production version")
+            first_seen.append(current.version)
+            if current.version != first_seen[0]:  # a retry after another commit: another rollback
+                raise ProductionChangedError(   # or promotion won; going back once more is not asked
+                    f"cannot roll back {model_name}: production moved from {first_seen[0]} to "
+                    f"{current.version} while this rollback was committing (another rollback or "
+                    f"promotion); nothing changed, the reason {reason!r} is not recorded. Run the "
+                    "rollback again to go further back.", expected=first_seen[0], current=current.version)
             retired = [r for r in rows if r.model_name == model_name and r.status == "retired"]
             if not retired:
                 raise RegistryError(f"cannot roll back {model_name}: no retired version to restore "

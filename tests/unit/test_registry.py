@@ -170,6 +170,28 @@ def test_a_promotion_whose_commit_loses_to_the_same_promotion_is_refused_not_rep
     assert "ticket 2" not in registry.get("dnr-v0001").status_reason
 
 
+def test_a_rollback_whose_commit_loses_to_the_same_rollback_is_refused_not_taken_twice(tmp_path, monkeypatch):
+    """Two identical rollbacks at once: the other commits between this one's read and its
+    commit; the retry must not roll back a second version nobody asked to leave."""
+    registry = _registry(tmp_path, *(_version(n, "candidate") for n in (1, 2, 3)))
+    for n in (1, 2, 3):
+        registry.promote(f"dnr-v{n:04d}", reason=f"release {n}")
+    before = _table_version(registry)
+    write, raced = Registry._write, []
+
+    def other_commits_first(self, *args, **kwargs):
+        if self is registry and not raced:
+            raced.append(Registry(registry.lake).rollback("dnr", reason="CTR dropped", by="alice"))
+        return write(self, *args, **kwargs)
+
+    monkeypatch.setattr(Registry, "_write", other_commits_first)
+    with pytest.raises(ProductionChangedError, match="production moved from dnr-v0003 to dnr-v0002 .*"
+                       "the reason 'CTR dropped, again' is not recorded"):
+        registry.rollback("dnr", reason="CTR dropped, again", by="bob")
+    assert raced and _table_version(registry) == before + 1  # the other's rollback only
+    assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "production", "dnr-v0003": "rejected"}
+
+
 def test_a_gate_promotion_commits_only_against_the_production_it_was_evaluated_with(tmp_path):
     registry = _registry(tmp_path, *(_version(n, "candidate") for n in (1, 2, 3)))
     with pytest.raises(ProductionChangedError, match="production of 'dnr' is none, not dnr-v0009"):
@@ -198,6 +220,9 @@ def test_a_gate_decision_against_a_production_that_moved_meanwhile_is_not_applie
     assert _statuses(registry) == {"dnr-v0001": "retired", "dnr-v0002": "production", "dnr-v0003": "candidate"}
     assert apply_decision(registry, registry.get("dnr-v0003"), promote, "rep-2", "dnr-v0002") == "promoted"
     assert registry.production("dnr").version == "dnr-v0003"
+    with pytest.warns(UserWarning, match="already production"):  # a second gate run on the same day
+        again = apply_decision(registry, registry.get("dnr-v0003"), promote, "rep-3", "dnr-v0003")
+    assert again.startswith("not applied: dnr-v0003 is production already (promoted by replay report rep-2")
 
 
 def test_rollback_walks_back_through_retired_versions(tmp_path):
