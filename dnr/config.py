@@ -207,17 +207,22 @@ def _build(merged: Mapping[str, Mapping]) -> JobConfig:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> JobConfig:
     """Defaults, changed by the YAML file at ``path`` (all sections optional), then by
-    ``section.key=value`` overrides (later ones win). Unknown sections/keys and malformed
-    values raise ValueError naming the file or the override; validation errors propagate."""
+    ``section.key=value`` overrides (later ones win). An unreadable file, unknown sections/keys
+    and malformed values raise ValueError naming the file or the override; validation errors
+    (ValueError too) propagate."""
     if isinstance(overrides, str):
         raise TypeError("overrides must be a sequence of 'section.key=value' strings, not one string")
     merged: dict[str, dict] = {name: {} for name in _sections()}
     if path is not None:
-        with open(path) as f:
-            try:
-                doc = yaml.safe_load(f)
-            except yaml.YAMLError as err:
-                raise ValueError(f"config file {os.fspath(path)}: not valid YAML: {err}") from err
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as err:  # a ValueError like every other config error: jobs print it as one line
+            raise ValueError(f"config file {os.fspath(path)}: {err.strerror}") from err
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {os.fspath(path)}: not valid YAML: {err}") from err
         _apply_mapping(merged, {} if doc is None else doc, f"config file {os.fspath(path)}")
     for override in overrides:
         _apply_override(merged, override)

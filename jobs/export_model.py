@@ -7,19 +7,22 @@ Writes reranker.pt2 and manifest.json (default ``<lake>/serving/<version>/``), l
 through the safe loader (sha256 and content checks) and prints the largest |logit difference|
 between the artifact and the eager model on a batch: rows of the newest request_logs partition
 when the lake has some, else synthetic requests.
+
+A refusal is one line on stderr (--verbose adds its traceback). Exit statuses (dnr.runtime):
+0 exported and checked; 2 bad argument; 66 the lake is not a directory or has no such version.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from dnr.config import DataConfig
+from dnr.runtime import EXIT_NO_INPUT, JobArgumentParser, JobError, check_lake, exit_process, refuse
 from dnr.serving import export_version, load_artifact, load_version, max_abs_difference
 from dnr.storage import Lake
 
@@ -29,11 +32,12 @@ SYNTHETIC_ROWS = 64
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lake", default="./lake", help="lake root: local directory or s3://bucket/prefix")
     p.add_argument("--version", required=True, help="registry version, or 'production'")
     p.add_argument("--model", default="dnr", help="model line whose production version --version=production means")
     p.add_argument("--out", default=None, help="artifact directory (default <lake>/serving/<version>/)")
+    p.add_argument("--verbose", action="store_true", help="show the traceback of a refusal")
     return p.parse_args(argv)
 
 
@@ -63,8 +67,22 @@ def parity_rows(lake: Lake, data_cfg: DataConfig) -> tuple[pa.Table, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    lake = Lake(args.lake)
-    uri = export_version(lake, args.version, args.out, model_name=args.model)
+    try:
+        return _export(args)
+    except JobError as error:
+        return refuse("export", error, args.verbose)
+
+
+def _export(args: argparse.Namespace) -> int:
+    try:
+        lake = Lake(args.lake)
+    except ValueError as error:
+        raise JobError(str(error)) from error
+    check_lake(lake)
+    try:
+        uri = export_version(lake, args.version, args.out, model_name=args.model)
+    except KeyError as error:  # no such version, or no production one (str() would quote it)
+        raise JobError(error.args[0], EXIT_NO_INPUT) from error
     print(f"[export] wrote {uri}")
 
     version, cfg, reranker = load_version(lake, args.version, args.model)
@@ -77,4 +95,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process

@@ -10,13 +10,15 @@ The choices (split, labels, score calibration, ds mapping) are documented in ``d
 the retriever and the calibration in ``dnr/data/public_retriever.py``. Split files: the retriever
 is trained on part of each user's train items, the rest label ``--train-days`` days of requests,
 then come a valid day and the test day (``dnr/data/public_lines.py``). Both write to the lake.
+
+A refusal is one line on stderr. Exit statuses (dnr.runtime): 0 written; 2 bad argument, input
+file or config, or request_logs already holds rows (without --mode overwrite); 66 --lake is a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 import time
 
 import pyarrow as pa
@@ -26,6 +28,7 @@ from dnr.data import public, public_lines
 from dnr.data.interactions import FORMATS, load_interactions, load_user_lines
 from dnr.data.public import PublicDataConfig, ensure_writable, write_request_logs
 from dnr.data.public_lines import LINES_FORMAT, LinesConfig, SplitData
+from dnr.runtime import EXIT_USAGE, JobArgumentParser, JobError, check_lake, exit_process, refuse
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 
@@ -51,7 +54,7 @@ def _check_inputs(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = JobArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ratings", help="ratings/interactions file (every format but lines)")
     p.add_argument("--train", help="--format lines: the train split file")
     p.add_argument("--valid", help="--format lines: the valid split file (optional)")
@@ -114,7 +117,13 @@ def _prepare_lines(args: argparse.Namespace, lake: Lake) -> tuple[pa.Table, str]
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    lake = Lake(args.lake)
+    try:
+        lake = Lake(args.lake)
+        check_lake(lake)
+    except ValueError as error:
+        return refuse("prepare_public", JobError(str(error)))
+    except JobError as error:
+        return refuse("prepare_public", error)
     torch.set_num_threads(args.threads)
     started = time.monotonic()
     prepare = _prepare_lines if args.fmt == LINES_FORMAT else _prepare_ratings
@@ -122,8 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         table, summary = prepare(args, lake)
         version = write_request_logs(table, lake, args.mode)
     except (ValueError, FileExistsError) as err:  # bad file (InteractionFileError), config or lake
-        print(f"prepare_public: {err}", file=sys.stderr)
-        return 2
+        return refuse("prepare_public", JobError(str(err), EXIT_USAGE))
     days = sorted(set(table[REQUEST_LOGS.col.ds].to_pylist()))
     print(summary)
     print(f"wrote {table.num_rows:,} requests to {lake.table_uri('request_logs')} "
@@ -134,4 +142,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_process(main())  # not sys.exit: see dnr.runtime.exit_process

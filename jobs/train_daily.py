@@ -10,18 +10,41 @@ Trains the next version of the model from the partitions after its parent's wind
 day before --ds (default: the newest partition), registers it as a candidate, and prints a
 summary. Re-running the same day with the same parent and table version does nothing (--force
 trains again).
+
+Arguments, config and --ds are checked before Ray starts; a refusal is one line on stderr
+(--verbose adds its traceback). A --ds more than train.max_window_days days after the newest
+partition is refused as a likely typo (with max_window_days=0, no limit, any later day is taken).
+Exit statuses (dnr.runtime): 0 done (trained, or up to date); 2 bad argument or config; 66 the
+lake is not a directory or has no request_logs (without --demo); 75 another run holds the lake's
+lease; 130 Ctrl-C; 143 SIGTERM. On 130 and 143 the lease is released and the embedded Ray's
+processes are stopped; a re-run resumes from the run's last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import datetime as dt
 import sys
 from pathlib import Path
 
 from dnr.config import describe_config, load_config
+from dnr.data.window import parse_ds, table_partitions
 from dnr.lease import LeaseHeld
-from dnr.runtime import accept_ctrl_c, exit_process, start_ray
+from dnr.runtime import (
+    EXIT_LEASE_HELD,
+    EXIT_NO_INPUT,
+    EXIT_USAGE,
+    JobArgumentParser,
+    JobError,
+    accept_stop_signals,
+    check_lake,
+    embedded_ray,
+    end_interrupted,
+    end_job,
+    interrupted_by,
+    refuse,
+    start_ray,
+)
 from dnr.storage import Lake
 from dnr.training.daily import run_daily
 from dnr.training.daily_report import result_json, summary_table
@@ -30,16 +53,10 @@ LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores
 EMBEDDED_WORLD = dict(days=4, requests_per_day=15_000)
 DEFAULT_LAKE = "./lake"
-#: exit status when the lake has no request_logs and no demo world was asked for (EX_NOINPUT)
-EXIT_NO_LOGS = 66
-#: exit status after Ctrl-C (128 + SIGINT, as a shell reports it)
-EXIT_INTERRUPTED = 130
-#: exit status when another run holds the lake's lease (EX_TEMPFAIL: try again later)
-EXIT_LEASE_HELD = 75
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = JobArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lake", default=DEFAULT_LAKE, help="lake root: local directory or s3://bucket/prefix")
     p.add_argument("--demo", action="store_true",
                    help="generate the small demo world into --lake when it has no request_logs "
@@ -57,39 +74,63 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    accept_ctrl_c()  # first: every thread started later inherits the mask
+    accept_stop_signals()  # first: every thread started later inherits the mask
     args = parse_args(argv)
-    lake = Lake(args.lake)
+    try:
+        return _run(args)
+    except JobError as error:
+        return refuse("daily", error, args.verbose)
+    except KeyboardInterrupt as stop:
+        print(f"\n[daily] interrupted ({interrupted_by(stop)}): the lake's lease is released; run the same "
+              "command again to resume (a run stopped in training resumes from its last checkpoint)",
+              file=sys.stderr)
+        end_interrupted(stop)  # at once, with the embedded Ray's processes
+
+
+def _run(args: argparse.Namespace) -> int:
+    config_path = args.config or (LOCAL_CONFIG if embedded_ray() else None)
+    try:
+        cfg = load_config(config_path, args.overrides)
+        ds = args.ds and parse_ds(args.ds, "--ds")
+        lake = Lake(args.lake)
+    except ValueError as error:
+        raise JobError(str(error)) from error
+    check_lake(lake)
     demo = not _has_logs(lake)
-    if demo and not (args.demo or (args.lake == DEFAULT_LAKE and "RAY_ADDRESS" not in os.environ)):
-        print(f"[daily] not started: {lake.table_uri('request_logs')} does not exist. Point --lake "
-              "at a lake with request_logs (jobs/generate_logs.py writes synthetic ones), or add "
-              "--demo to generate the small demo world there.", file=sys.stderr)
-        return EXIT_NO_LOGS
-    embedded = start_ray(args.num_cpus, verbose=args.verbose)
-    config_path = args.config or (LOCAL_CONFIG if embedded else None)
-    cfg = load_config(config_path, args.overrides)
+    if demo and not (args.demo or (args.lake == DEFAULT_LAKE and embedded_ray())):
+        raise JobError(f"not started: {lake.table_uri('request_logs')} does not exist. Point --lake at a lake "
+                       "with request_logs (jobs/generate_logs.py writes synthetic ones), or add --demo to "
+                       "generate the small demo world there.", EXIT_NO_INPUT)
+    if ds and not demo:
+        _check_day(lake, ds, cfg.train.max_window_days)
+    start_ray(args.num_cpus, verbose=args.verbose)
     print(f"[daily] lake {lake.root}; config {config_path or '(defaults)'}:\n{describe_config(cfg)}")
 
     try:
         if demo:
             _write_demo_world(lake, cfg)
         result = run_daily(lake, cfg, ds=args.ds, force=args.force)
-    except KeyboardInterrupt:
-        print("\n[daily] interrupted (Ctrl-C): the lake's lease is released; run the same command "
-              "again to resume (a run stopped in training resumes from its last checkpoint)",
-              file=sys.stderr)
-        # at once: Ray's teardown would wait on the training thread (an embedded Ray's processes
-        # share the driver's fate and end with it)
-        exit_process(EXIT_INTERRUPTED)
     except LeaseHeld as held:
         # an overlapping schedule or a manual re-run: not a failure of this code, but nothing ran
-        print(f"[daily] not started: {held}", file=sys.stderr)
-        return EXIT_LEASE_HELD
+        raise JobError(f"not started: {held}", EXIT_LEASE_HELD) from held
     print("\n[daily] summary\n" + summary_table(result, lake))
     if args.json:
         Path(args.json).write_text(result_json(result) + "\n")
     return 0
+
+
+def _check_day(lake: Lake, ds: str, max_window_days: int) -> None:
+    """Refuse a --ds so far after the newest partition that it is more likely a typo'd year or
+    month than a day to train for, before Ray starts (``max_window_days`` 0: no limit, no check)."""
+    if not max_window_days:
+        return
+    _, partitions = table_partitions(lake)  # the Delta log, read on the driver: no Ray needed
+    if partitions:
+        gap = (dt.date.fromisoformat(ds) - dt.date.fromisoformat(partitions[-1])).days
+        if gap > max_window_days:
+            raise JobError(f"--ds {ds} is {gap} days after the newest partition of request_logs ({partitions[-1]}), "
+                           f"more than train.max_window_days={max_window_days}: a typo? Omit --ds to hold out "
+                           f"the newest day, or raise train.max_window_days", EXIT_USAGE)
 
 
 def _write_demo_world(lake: Lake, cfg) -> None:
@@ -117,4 +158,4 @@ def _has_logs(lake: Lake) -> bool:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    end_job(main())  # Ray shut down, then exit_process: see dnr.runtime

@@ -24,6 +24,7 @@ from deltalake import write_deltalake
 from dnr.data.synth import make_requests
 from dnr.data.synth_world import WorldConfig
 from dnr.registry import Registry
+from dnr.runtime import SESSIONS, session_processes
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
 
@@ -179,6 +180,8 @@ def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
         assert training.wait(300), "".join(lines)[-3000:]
         signals = [line for line in Path(f"/proc/{job.pid}/status").read_text().splitlines()
                    if line.startswith(("SigBlk", "SigIgn", "SigPnd", "ShdPnd"))]
+        session = json.loads((SESSIONS / f"{job.pid}.json").read_text())["session_dir"]
+        assert session_processes(session)
         job.send_signal(signal.SIGINT)
         sent = time.monotonic()
         try:
@@ -190,6 +193,8 @@ def test_ctrl_c_ends_a_training_run_at_once_and_releases_the_lease(tmp_path):
     finally:
         job.kill()
     assert "[daily] interrupted (Ctrl-C)" in "".join(lines)
+    # interrupted in training (the fit runs in a helper thread): no process of its Ray outlives it
+    assert session_processes(session) == set()
     assert not any("400/400 steps" in line for line in lines)  # stopped in training, not after it
     lease = LakeLease.read(Lake(str(tmp_path / "lake")), "train_daily/dnr")
     assert lease is not None and lease.released_at is not None

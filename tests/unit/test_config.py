@@ -156,6 +156,12 @@ def test_bad_yaml_is_an_error_naming_the_file_and_key(tmp_path, text, message):
         load_config(write_yaml(tmp_path, text))
 
 
+def test_a_missing_config_file_is_a_value_error_naming_it(tmp_path):
+    # a ValueError like every other config error, so that the jobs print it as one line
+    with pytest.raises(ValueError, match=r"config file .*nope\.yaml: No such file or directory"):
+        load_config(tmp_path / "nope.yaml")
+
+
 def test_dict_and_json_round_trip():
     cfg = load_config(overrides=["optim.lr=3e-4", "dnr.use_adv=false", "train.model_name=x1"])
     d = config_to_dict(cfg)

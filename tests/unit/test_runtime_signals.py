@@ -54,3 +54,27 @@ def test_a_job_takes_ctrl_c_after_accept_ctrl_c(inherited, changed):
 def test_without_it_the_signal_does_nothing(inherited):
     # the failure accept_ctrl_c exists for: the process sleeps through Ctrl-C
     assert _interrupted(inherited, "leave", wait_s=2.0) == ("left as is", None)
+
+
+TERM_SLEEPER = """
+import sys, time
+from dnr.runtime import EXIT_TERMINATED, Terminated, accept_stop_signals
+accept_stop_signals()
+print("ready", flush=True)
+try:
+    time.sleep(60)
+except Terminated:  # a KeyboardInterrupt: every path that releases the lease on Ctrl-C takes it
+    sys.exit(EXIT_TERMINATED)
+"""
+
+
+def test_sigterm_raises_where_ctrl_c_does_even_when_inherited_blocked():
+    proc = subprocess.Popen([sys.executable, "-c", TERM_SLEEPER], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}))
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 143
+    finally:
+        proc.kill()
+        proc.wait()
