@@ -188,12 +188,13 @@ class Window:
         if self.rows_read == 0 or other.rows_read == 0:
             return np.zeros(0, np.uint64)
         partitions = partitions or dedup_partitions(self.rows_read + other.rows_read)
-        hashed = [w.read(columns=[C.request_id]).map_batches(
-            _hash_ids, batch_format="pyarrow", fn_kwargs={"partitions": partitions, "tag": tag})
-            for tag, w in enumerate((self, other))]
-        both = hashed[0].union(hashed[1]).groupby("bucket", num_partitions=partitions).map_groups(
-            _in_both, batch_format="numpy")
-        parts = [b["h"] for b in both.iter_batches(batch_size=None, batch_format="numpy")]
+        with self._naming_unreadable_files(), other._naming_unreadable_files():
+            hashed = [w.read(columns=[C.request_id]).map_batches(
+                _hash_ids, batch_format="pyarrow", fn_kwargs={"partitions": partitions, "tag": tag})
+                for tag, w in enumerate((self, other))]
+            both = hashed[0].union(hashed[1]).groupby("bucket", num_partitions=partitions).map_groups(
+                _in_both, batch_format="numpy")
+            parts = [b["h"] for b in both.iter_batches(batch_size=None, batch_format="numpy")]
         return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.uint64)
 
     def quarantine(self, run_id: str, cfg: DataConfig, holdout_fraction: float = 0.0,
@@ -245,7 +246,7 @@ class Window:
         be read (:func:`~dnr.data.scan.unreadable_files`)."""
         try:
             yield
-        except (scan.CountMismatchError, validate.SchemaError):
+        except (scan.CountMismatchError, validate.SchemaError, scan.UnreadableFileError):
             raise
         except Exception as error:  # noqa: BLE001 - re-raised, with the files named when found
             broken = scan.unreadable_files(self.lake, self.files)

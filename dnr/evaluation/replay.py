@@ -251,15 +251,17 @@ def _read_day(lake: Lake, cand: ModelVersion, cand_cfg: JobConfig, ds: str, tabl
 
 
 def trained_ids(lake: Lake, cand: ModelVersion, day: Window, say=print) -> np.ndarray | None:
-    """The hashes of the request_ids of ``day`` that are also in ``cand``'s training window (its
-    days at the table version it trained at): evaluating them would score the candidate on
-    requests it was trained on. None when the window cannot be read any more (then said)."""
+    """The hashes of the request_ids of ``day`` that are also in ``cand``'s training window:
+    evaluating them would score the candidate on requests it was trained on. The window's days
+    are read at the day's pinned version, not the candidate's (whose files a ``VACUUM`` may have
+    removed since): rows appended to them later count too, which only excludes more. None when
+    the window has no partition any more (then said)."""
     from deltalake.exceptions import DeltaError
 
     if not (cand.window_start and cand.window_end) or cand.table_version is None:
         return None
     try:
-        trained = Window.open(lake, cand.window_start, cand.window_end, version=cand.table_version)
+        trained = Window.open(lake, cand.window_start, cand.window_end, version=day.version)
     except (DeltaError, OSError, ValueError) as error:
         say(f"[replay] WARNING request ids not checked against {cand.version}'s training window: "
             f"{str(error).splitlines()[0][:160]}")

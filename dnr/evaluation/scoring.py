@@ -34,7 +34,7 @@ from dnr.evaluation.bootstrap import PairedBootstrap, poisson_weights
 from dnr.evaluation.metrics import DEFAULT_K, MetricAccumulator, per_request_metrics
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
-from dnr.training.checkpoint import load_reranker
+from dnr.checkpoints.reader import load_reranker
 
 C = REQUEST_LOGS.col
 MODEL_ARMS = ("candidate", "baseline")

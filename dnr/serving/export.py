@@ -140,7 +140,7 @@ def export_reranker(reranker: nn.Module, cfg: JobConfig, directory: str | Path, 
 def load_version(lake: Lake, version: str, model_name: str = "dnr") -> tuple[str, JobConfig, nn.Module]:
     """(resolved version, config, reranker in eval mode) of a registry version or of
     ``"production"`` (the production version of ``model_name``), from its checkpoint."""
-    from dnr.training.checkpoint import load_reranker
+    from dnr.checkpoints.reader import load_reranker
 
     registry = Registry(lake)
     row = registry.production(model_name) if version == "production" else registry.get(version)

@@ -59,14 +59,12 @@ def _start(parts: TrainParts, spec: WorkerSpec) -> ckpt.TrainingProgress:
             loaded = ckpt.load(directory)
             if loaded.progress.run_name == spec.run_name:
                 ckpt.restore(parts, loaded)
-                loaded.progress.restarts += 1
+                loaded.progress.resume()
                 return loaded.progress
     if spec.parent_checkpoint:
         loaded = ckpt.load(ckpt.fetch(spec.parent_checkpoint, Lake(spec.lake_root)))
         ckpt.restore(parts, loaded)
-        return replace(loaded.progress, run_name=spec.run_name, epoch=0, step_in_epoch=0,
-                       requests_in_epoch=0, seed=seed, restarts=0, valid_curve=[], valid_best=None,
-                       valid_best_step=0, valid_since_best=0, stopped_early=False)
+        return loaded.progress.warm_start(spec.run_name, seed)
     return ckpt.TrainingProgress(run_name=spec.run_name, seed=seed)
 
 
@@ -110,11 +108,8 @@ def fix_switch_step(spec: WorkerSpec, progress: ckpt.TrainingProgress) -> Worker
     run) ``dnr.lambda_e_epochs`` epochs of this run. A warm start keeps its parent's switch, so
     a daily run that trains a smaller window does not move it."""
     dnr_cfg = spec.config.dnr
-    if dnr_cfg.lambda_e >= 0:
-        progress.switch_step = dnr_cfg.lambda_e
-    elif progress.switch_step < 0:
-        progress.switch_step = dnr_cfg.switch_step(spec.steps_per_epoch)
-    config = replace(spec.config, dnr=replace(dnr_cfg, lambda_e=progress.switch_step))
+    switch = progress.fix_switch_step(dnr_cfg.lambda_e, dnr_cfg.switch_step(spec.steps_per_epoch))
+    config = replace(spec.config, dnr=replace(dnr_cfg, lambda_e=switch))
     return replace(spec, config=config)
 
 
@@ -237,8 +232,8 @@ class _Run:
         parts = distributed_parts(cfg, device)
         progress = _start(parts, spec)
         spec = fix_switch_step(spec, progress)
-        progress.step_in_epoch = resume_skip(progress, context.get_world_size(), cfg.data.batch_size)
-        progress.num_workers = context.get_world_size()
+        progress.start_attempt(context.get_world_size(),
+                               skip=resume_skip(progress, context.get_world_size(), cfg.data.batch_size))
         _seed(progress, context.get_world_rank())
         return cls(spec, context.get_world_rank(), context.get_world_size(), device, parts, progress,
                    ray.train.get_dataset_shard("train"))
@@ -257,38 +252,33 @@ class _Run:
     def step(self, batch: RerankBatch) -> dict[str, float]:
         progress, cfg = self.progress, self.cfg
         if not is_constant(cfg.optim):
-            run_step = progress.epoch * self.spec.steps_per_epoch + progress.step_in_epoch
-            factor = lr_factor(run_step, self.spec.steps_per_epoch * cfg.train.epochs, cfg.optim)
+            factor = lr_factor(self.run_step, self.spec.steps_per_epoch * cfg.train.epochs, cfg.optim)
             for opt in (self.parts.reranker_opt, self.parts.generator_opt, self.parts.evaluator_opt):
                 if opt is not None:
                     opt.scale_lr(factor)
         terms = take_step(batch, self.parts, progress.global_step, cfg)
-        progress.global_step += 1
-        progress.step_in_epoch += 1
+        progress.advance(training_phase(cfg.model, cfg.dnr, progress.global_step + 1))
         self.steps_this_run += 1
-        progress.phase = training_phase(cfg.model, cfg.dnr, progress.global_step)
         return terms
+
+    @property
+    def run_step(self) -> int:
+        """Steps of this run done (the learning rate's and every cadence's counter)."""
+        return self.progress.run_step(self.spec.steps_per_epoch)
 
     def end_epoch(self, epoch: EpochCount) -> int:
         """Close the epoch in the progress record (the watermark moves after the last one);
         returns the requests every rank trained in it."""
-        progress = self.progress
-        seen = progress.requests_in_epoch + epoch.take_global()
-        progress.requests_seen += seen
-        progress.requests_in_epoch, progress.step_in_epoch = 0, 0
-        progress.epoch += 1
-        if progress.epoch == self.cfg.train.epochs:
+        seen = self.progress.end_epoch(epoch.take_global())
+        if self.progress.epoch == self.cfg.train.epochs:
             self.complete()
         return seen
 
     def complete(self) -> None:
         """Mark the run complete (its last epoch ended, or validation stopped it): the data
         watermark moves to the window's end and a re-run has nothing left to train."""
-        progress, lineage = self.progress, self.spec.lineage
-        progress.epoch = self.cfg.train.epochs
-        progress.watermark = lineage.window_end
-        progress.history.append({"run_name": progress.run_name, "steps": self.steps_this_run,
-                                 "window_start": lineage.window_start, "window_end": lineage.window_end})
+        lineage = self.spec.lineage
+        self.progress.complete(self.cfg.train.epochs, lineage.window_start, lineage.window_end, self.steps_this_run)
 
 
 class Checkpointer:
@@ -304,9 +294,9 @@ class Checkpointer:
 
     def maybe_checkpoint(self, epoch: EpochCount, metrics: dict[str, float], force: bool = False) -> None:
         """Checkpoint when due, or when ``force`` (validation improved: a candidate for "best")."""
-        if force or (self.every and self.run.progress.global_step % self.every == 0):
+        if force or (self.every and self.run.run_step % self.every == 0):
             # every rank is here at the same step, so the collective is safe
-            self.run.progress.requests_in_epoch += epoch.take_global()
+            self.run.progress.count_requests(epoch.take_global())
             self.report(metrics)
 
     def report(self, metrics: dict[str, float]) -> None:
@@ -346,7 +336,7 @@ class StepLog:
     def maybe_log(self, terms: dict[str, float], batch: RerankBatch) -> None:
         """Count this step's terms; write when the step is due."""
         self.meter.add(terms, batch.num_requests)
-        if self.run.progress.global_step % self.every == 0:
+        if self.run.run_step % self.every == 0:
             self._write(batch)
 
     def flush(self) -> None:

@@ -52,32 +52,20 @@ class Validation:
         last = run.progress.valid_curve[-1] if run.progress.valid_curve else (None, math.nan)
         self.evaluated_at, self.value = last[0], last[1]
 
-    def run_step(self) -> int:
-        """Steps of this run done, the same after a resume (it comes from the progress record)."""
-        p = self.run.progress
-        return p.epoch * self.run.spec.steps_per_epoch + p.step_in_epoch
-
     def maybe_evaluate(self, epoch_end: bool = False) -> bool:
         """Evaluate when due; returns True when the run's best improved (a checkpoint should follow)."""
         p = self.run.progress
         if not self.enabled or self.evaluated_at == p.global_step:
             return False
-        start = self.run_step() == 0 and not p.valid_curve
-        if not (start or epoch_end or self.run_step() % self.cfg.every_steps == 0):
+        start = self.run.run_step == 0 and not p.valid_curve
+        if not (start or epoch_end or self.run.run_step % self.cfg.every_steps == 0):
             return False
         return self._evaluate(candidate=not start)
 
     def _evaluate(self, candidate: bool) -> bool:
         p, cfg = self.run.progress, self.cfg
         self.value, self.evaluated_at = self.score(), p.global_step
-        p.valid_curve.append([p.global_step, self.value])
-        improved = candidate and math.isfinite(self.value) and (
-            p.valid_best is None or self.value > p.valid_best + cfg.min_delta)
-        if improved:
-            p.valid_best, p.valid_best_step, p.valid_since_best = self.value, p.global_step, 0
-        elif candidate:
-            p.valid_since_best += 1
-            p.stopped_early = bool(cfg.patience) and p.valid_since_best >= cfg.patience
+        improved = p.record_validation(self.value, candidate, cfg.min_delta, cfg.patience)
         if self.logger is not None:
             self.logger.log(p.global_step, {f"valid/{cfg.metric}": self.value,
                                             f"valid/best_{cfg.metric}": p.valid_best or math.nan})

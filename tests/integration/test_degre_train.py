@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+from dnr.checkpoints.reader import load_reranker
 from dnr.config import load_config
 from dnr.data.scan import UnreadableFileError
 from dnr.registry import Registry
@@ -54,7 +55,7 @@ def test_degre_daily_run_trains_registers_and_a_failed_replay_is_retried_by_the_
             "evaluator_table_opt"} <= loaded.parts
     assert "generator" not in loaded.parts  # DNR's noise generator has no place in a degre run
     assert loaded.progress.phase == "distill"
-    served, _ = ckpt.load_reranker(first.checkpoint_uri, local_lake)
+    served, _ = load_reranker(first.checkpoint_uri, local_lake)
     assert served.decode_len == 4  # the served generator decodes K = 4
     reports = DeltaTable(local_lake.table_uri("replay_reports")).to_pyarrow_table().to_pylist()
     assert [(r["ds"], r["candidate_version"]) for r in reports] == [(ds(2), first.version)]

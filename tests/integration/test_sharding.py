@@ -18,6 +18,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dnr.checkpoints.reader import load_reranker
 from dnr.config import config_to_json, load_config
 from dnr.serving import export_reranker, load_artifact
 from dnr.storage import Lake
@@ -121,7 +122,7 @@ def test_a_checkpoint_reshards_from_two_workers_to_one_and_back(two_rank_checkpo
 def test_the_sharded_checkpoint_loads_whole_in_one_process_and_exports(two_rank_checkpoint, tmp_path):
     two, outputs = two_rank_checkpoint
     sharded_logits = torch.load(outputs / "out0.pt", weights_only=True)["logits"]
-    model, cfg = ckpt.load_reranker(str(two), Lake(str(tmp_path)))
+    model, cfg = load_reranker(str(two), Lake(str(tmp_path)))
     with torch.no_grad():
         assert torch.allclose(model(make_batch(seed=7)), sharded_logits, atol=1e-5)
     served = load_artifact(export_reranker(model, cfg, tmp_path / "serving"))

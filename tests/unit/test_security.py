@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dnr.checkpoints.reader import load_reranker
 from dnr.config import DataConfig, JobConfig, config_to_json
 from dnr.models import build_reranker
 from dnr.storage import Lake
@@ -139,7 +140,7 @@ def test_checkpoint_load_refuses_a_pickled_entry_among_the_tensors(tmp_path):
     with pytest.raises(checkpoint.UnsafeCheckpointError, match="'reranker.head.2.bias' is not a tensor"):
         checkpoint.restore(parts, checkpoint.load(directory))
     with pytest.raises(checkpoint.UnsafeCheckpointError, match="is not a tensor"):
-        checkpoint.load_reranker(str(directory), Lake(str(tmp_path)))
+        load_reranker(str(directory), Lake(str(tmp_path)))
     assert not marker.exists()
 
 
