@@ -44,8 +44,8 @@ import numpy as np, torch
 sys.path.insert(0, ".")
 from bench import throughput as T
 from dnr.config import load_config
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 torch.set_num_threads(1)
 modes = json.loads(sys.argv[1])
 cfgs = {m: load_config(T.LOCAL_CONFIG, o) for m, o in modes.items()}

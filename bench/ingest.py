@@ -32,8 +32,8 @@ import torch
 from dnr.config import DataConfig, DNRConfig, ModelConfig, OptimConfig
 from dnr.data import validate
 from dnr.data.collate import collate
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.storage import Lake
 

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/me
 from bench import throughput  # noqa: E402
 from bench.throughput import DAY0, make_lake, mode_config, write_day  # noqa: E402
 from dnr.config import config_from_dict, config_to_dict  # noqa: E402
-from dnr.data.synth import make_requests  # noqa: E402
-from dnr.data.synth_world import WorldConfig  # noqa: E402
+from dnr.datasets.synth import make_requests  # noqa: E402
+from dnr.datasets.synth_world import WorldConfig  # noqa: E402
 from dnr.data.window import Window  # noqa: E402
 from dnr.storage import Lake  # noqa: E402
 

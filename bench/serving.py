@@ -46,8 +46,8 @@ import torch
 
 from dnr.config import DataConfig, JobConfig, load_config
 from dnr.data.collate import collate
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.models import build_reranker
 from dnr.serving import ServingProgram, ServingReranker, export_reranker, load_artifact
 

@@ -34,8 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.throughput import _batches, _fresh_parts, mode_config  # noqa: E402
-from dnr.data.synth import make_requests  # noqa: E402
-from dnr.data.synth_world import WorldConfig  # noqa: E402
+from dnr.datasets.synth import make_requests  # noqa: E402
+from dnr.datasets.synth_world import WorldConfig  # noqa: E402
 from dnr.losses import masked_bce  # noqa: E402
 from dnr.models import synthesize_scores  # noqa: E402
 from dnr.training.step import _apply, train_step  # noqa: E402

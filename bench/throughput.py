@@ -55,8 +55,8 @@ import torch
 
 from dnr.config import JobConfig, config_from_dict, config_to_dict, load_config
 from dnr.data.collate import collate
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake
@@ -288,7 +288,7 @@ def daily_rate(lake: Lake, mode: str) -> dict:
     of the log intervals after the first, which holds the start-up) and the call's wall time."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from dnr.training.daily import run_daily
+    from dnr.daily.run import run_daily
 
     cfg = mode_config(mode, ["train.num_workers=1", f"train.max_steps={DAILY_STEPS}",
                              f"train.log_every_steps={DAILY_LOG_EVERY}", f"train.model_name=bench-{mode}"])

@@ -55,7 +55,7 @@ class JobError(Exception):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM raised where Ctrl-C is: every path that releases the lease on Ctrl-C (``with``
-    blocks, :func:`dnr.training.placement.fit_interruptibly`) then releases it on a scheduler's stop."""
+    blocks, :func:`dnr.daily.placement.fit_interruptibly`) then releases it on a scheduler's stop."""
 
 
 class JobArgumentParser(argparse.ArgumentParser):

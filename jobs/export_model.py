@@ -47,8 +47,8 @@ def parity_rows(lake: Lake, data_cfg: DataConfig) -> tuple[pa.Table, str]:
     from deltalake.exceptions import TableNotFoundError
 
     from dnr.data import validate
-    from dnr.data.synth import make_requests
-    from dnr.data.synth_world import WorldConfig
+    from dnr.datasets.synth import make_requests
+    from dnr.datasets.synth_world import WorldConfig
 
     try:
         table = DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options())

@@ -5,7 +5,7 @@
     ray job submit -- python jobs/generate_logs.py --lake s3://bucket/lake --start 2024-01-01
 
 Runs on the current Ray cluster if there is one (``ray job submit``, ``RAY_ADDRESS``), else
-starts a local Ray. The world is described in :mod:`dnr.data.synth`. A day that is already in
+starts a local Ray. The world is described in :mod:`dnr.datasets.synth`. A day that is already in
 the table is refused unless ``--overwrite-days``; so is a table whose schema is not the one
 written here (a column added or retyped by the platform), naming the columns. Both refusals,
 and bad arguments, come before Ray starts and before any file is written: one line on stderr,
@@ -20,8 +20,8 @@ import datetime as dt
 import sys
 import time
 
-from dnr.data.synth import DEFAULT_START, DaysExistError, SchemaMismatchError, plan_write, write_request_logs
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth_lake import DEFAULT_START, DaysExistError, SchemaMismatchError, plan_write, write_request_logs
+from dnr.datasets.synth_world import WorldConfig
 from dnr.storage import Lake
 
 

@@ -6,10 +6,10 @@ implicit-feedback benchmark split (``user item item ...`` per line: NGCF, LightG
 
 Ratings: trains an MF retriever on the earliest interactions, replays the later ones as requests
 with the retriever's top candidates and future-rating labels, spreads them over ``--days`` days.
-The choices (split, labels, score calibration, ds mapping) are documented in ``dnr/data/public.py``;
-the retriever and the calibration in ``dnr/data/public_retriever.py``. Split files: the retriever
+The choices (split, labels, score calibration, ds mapping) are documented in ``dnr/datasets/public.py``;
+the retriever and the calibration in ``dnr/datasets/public_retriever.py``. Split files: the retriever
 is trained on part of each user's train items, the rest label ``--train-days`` days of requests,
-then come a valid day and the test day (``dnr/data/public_lines.py``). Both write to the lake.
+then come a valid day and the test day (``dnr/datasets/public_lines.py``). Both write to the lake.
 
 A refusal is one line on stderr. Exit statuses (dnr.runtime): 0 written; 2 bad argument, input
 file or config, or request_logs already holds rows (without --mode overwrite); 66 --lake is a file.
@@ -24,10 +24,10 @@ import time
 import pyarrow as pa
 import torch
 
-from dnr.data import public, public_lines
-from dnr.data.interactions import FORMATS, load_interactions, load_user_lines
-from dnr.data.public import PublicDataConfig, ensure_writable, write_request_logs
-from dnr.data.public_lines import LINES_FORMAT, LinesConfig, SplitData
+from dnr.datasets import public, public_lines
+from dnr.datasets.interactions import FORMATS, load_interactions, load_user_lines
+from dnr.datasets.public import PublicDataConfig, ensure_writable, write_request_logs
+from dnr.datasets.public_lines import LINES_FORMAT, LinesConfig, SplitData
 from dnr.runtime import EXIT_USAGE, JobArgumentParser, JobError, check_lake, exit_process, refuse
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake

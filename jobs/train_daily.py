@@ -46,8 +46,8 @@ from dnr.runtime import (
     start_ray,
 )
 from dnr.storage import Lake
-from dnr.training.daily import run_daily
-from dnr.training.daily_report import result_json, summary_table
+from dnr.daily.run import run_daily
+from dnr.daily.report import result_json, summary_table
 
 LOCAL_CONFIG = Path(__file__).resolve().parent / "configs" / "local.yaml"
 #: embedded default world: small enough to train in a few minutes on 2 CPU cores
@@ -136,8 +136,8 @@ def _check_day(lake: Lake, ds: str, max_window_days: int) -> None:
 def _write_demo_world(lake: Lake, cfg) -> None:
     """The demo world, written under the run's own lease: a lake another run holds is refused
     (``LeaseHeld``) before a byte is written to it."""
-    from dnr.data.synth import write_request_logs
-    from dnr.data.synth_world import WorldConfig
+    from dnr.datasets.synth_lake import write_request_logs
+    from dnr.datasets.synth_world import WorldConfig
     from dnr.lease import LakeLease
 
     with LakeLease.daily(lake, cfg.train.model_name, cfg.train.lease_ttl_s, owner="train_daily: demo world"):

@@ -172,21 +172,8 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
     day = _read_day(lake, cand, cand_cfg, ds, table_version, report_id, say)
     window, quarantine = day.window, day.quarantine
 
-    metrics = tuple(dict.fromkeys((cfg.gate.primary_metric, *cfg.gate.guardrails)))
-    checkpoints = {"candidate": cand.checkpoint_uri}
-    if base is not None:
-        checkpoints["baseline"] = base.checkpoint_uri
-    spec = ReplaySpec(checkpoints=checkpoints, metrics=metrics, replicates=cfg.gate.bootstrap_replicates)
-    if day.note:  # nothing to evaluate: the gate rejects on min_requests
-        state = ReplayState(spec)
-    else:
-        state = score_day(window.validated(cand_cfg.data, quarantine.duplicate_ids, exclude_ids=day.seen),
-                          spec, lake, cfg)
+    state = _score(lake, cfg, cand, base, cand_cfg, day)
     evaluated = int(state.accumulators["candidate"].compute()["requests"])
-    if evaluated != quarantine.rows_kept - quarantine.rows_excluded:
-        raise RuntimeError(f"scored {evaluated:,} requests but {quarantine.rows_kept:,} rows were kept and "
-                           f"{quarantine.rows_excluded:,} excluded: the counts must add up")
-
     summary = summarize(state, cfg.gate.confidence)
     decision = decide(summary, cfg.gate)
     header = {"report_id": report_id, "ds": ds, "candidate": cand.version,
@@ -212,6 +199,27 @@ def run_replay(lake: Lake, cfg: JobConfig, candidate: str = "latest", baseline: 
         result.registry_action = apply_decision(registry, cand, decision, report_id, production)
     result.seconds = time.monotonic() - started
     return result
+
+
+def _score(lake: Lake, cfg: JobConfig, cand: ModelVersion, base: ModelVersion | None, cand_cfg: JobConfig,
+           day: "_Day") -> ReplayState:
+    """Every arm's sums over the day's evaluated requests (none when there is nothing to
+    evaluate); raises unless they are exactly the kept requests less the excluded ones."""
+    metrics = tuple(dict.fromkeys((cfg.gate.primary_metric, *cfg.gate.guardrails)))
+    checkpoints = {"candidate": cand.checkpoint_uri}
+    if base is not None:
+        checkpoints["baseline"] = base.checkpoint_uri
+    spec = ReplaySpec(checkpoints=checkpoints, metrics=metrics, replicates=cfg.gate.bootstrap_replicates)
+    quarantine = day.quarantine
+    if day.note:  # nothing to evaluate: the gate rejects on min_requests
+        return ReplayState(spec)
+    state = score_day(day.window.validated(cand_cfg.data, quarantine.duplicate_ids, exclude_ids=day.seen),
+                      spec, lake, cfg)
+    evaluated = int(state.accumulators["candidate"].compute()["requests"])
+    if evaluated != quarantine.rows_kept - quarantine.rows_excluded:
+        raise RuntimeError(f"scored {evaluated:,} requests but {quarantine.rows_kept:,} rows were kept and "
+                           f"{quarantine.rows_excluded:,} excluded: the counts must add up")
+    return state
 
 
 @dataclass

@@ -31,7 +31,7 @@ from dnr.config import JobConfig
 from dnr.data.collate import collate
 from dnr.data.validate import hash_request_ids
 from dnr.evaluation.bootstrap import PairedBootstrap, poisson_weights
-from dnr.evaluation.metrics import DEFAULT_K, MetricAccumulator, per_request_metrics
+from dnr.metrics import MetricAccumulator, metric_ks, per_request_metrics
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 from dnr.checkpoints.reader import load_reranker
@@ -42,11 +42,6 @@ CALIBRATION_BINS = 10
 DELTA_EDGES = np.linspace(-1.0, 1.0, 41)
 """Bins of the per-request difference histogram (metrics live in [0, 1], so deltas in [-1, 1])."""
 _SANITY = ("nonfinite", "score_sum", "score_sumsq", "score_count", "tied_requests", "multi_requests")
-
-
-def metric_ks(names: tuple[str, ...]) -> tuple[int, ...]:
-    """Cut-offs K the accumulators need: the default one and every K a gate metric names."""
-    return tuple(sorted({DEFAULT_K} | {int(n.split("@")[1]) for n in names if "@" in n}))
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pyarrow.fs as pafs
 import torch
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemWriter
@@ -24,14 +23,13 @@ from dnr.checkpoints.progress import TrainingProgress
 from dnr.checkpoints.reader import (CONFIG_FILE, DENSE_STATE_FILE, LINEAGE_FILE, METADATA_FILE, MODEL_DIR,
                                     MODEL_SLOTS, PROGRESS_FILE, LoadedCheckpoint, UnsafeCheckpointError,
                                     dense_state, fetch, load, load_tensors, quiet_single_process, read_metadata)
-from dnr.storage import Lake
 from dnr.training.sharding import is_sharded
 from dnr.training.step import TrainParts
 from dnr.training.wrappers import unwrap
 
 __all__ = ["CONFIG_FILE", "DENSE_STATE_FILE", "LINEAGE_FILE", "METADATA_FILE", "MODEL_DIR", "MODEL_SLOTS",
            "PROGRESS_FILE", "LoadedCheckpoint", "TrainingProgress", "UnsafeCheckpointError", "fetch", "load",
-           "load_tensors", "prune_run_checkpoints", "read_metadata", "restore", "save"]
+           "load_tensors", "read_metadata", "restore", "save"]
 
 
 def save(directory: str | Path, parts: TrainParts, progress: TrainingProgress,
@@ -111,21 +109,3 @@ def _unwrapped_state(model: torch.nn.Module) -> dict[str, Any]:
 
 def _distributed(parts: TrainParts) -> bool:
     return any(is_sharded(getattr(parts, slot)) for slot in MODEL_SLOTS if getattr(parts, slot) is not None)
-
-
-def prune_run_checkpoints(lake: Lake, registered_uri: str) -> list[str]:
-    """Delete the run's other ``checkpoint_*`` directories (earlier periodic ones, and those of
-    interrupted attempts, which Ray Train's ``num_to_keep`` does not see), keeping the registered
-    one; returns what was deleted. Called once the version is in the registry."""
-    fs = lake.filesystem()
-    keep = lake.fs_path(registered_uri).rstrip("/")
-    run_dir = keep.rsplit("/", 1)[0]
-    selector = pafs.FileSelector(run_dir, allow_not_found=True)
-    deleted = []
-    for info in fs.get_file_info(selector):
-        name = info.path.rstrip("/").rsplit("/", 1)[-1]
-        if info.type == pafs.FileType.Directory and name.startswith("checkpoint_") \
-                and info.path.rstrip("/") != keep:
-            fs.delete_dir(info.path)
-            deleted.append(info.path)
-    return deleted

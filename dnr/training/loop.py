@@ -33,7 +33,7 @@ from dnr.training.metrics_log import TensorBoardLogger
 from dnr.training.progress import WorkerProgress
 from dnr.training.schedule import is_constant, lr_factor
 from dnr.training.sharding import distribute
-from dnr.training.step import FAMILIES, TrainParts, build_train_parts, train_step, training_phase
+from dnr.training.step import TrainParts, family_step, recipe
 from dnr.training.validation import Validation
 from dnr.training.worker_spec import WorkerSpec
 
@@ -71,7 +71,7 @@ def _start(parts: TrainParts, spec: WorkerSpec) -> ckpt.TrainingProgress:
 def distributed_parts(cfg: JobConfig, device: torch.device) -> TrainParts:
     """Fresh parts as every worker builds them: the item tables on ``meta`` (no worker allocates
     a whole table; the sharding materialises each worker's rows), then :func:`distribute`."""
-    parts = build_train_parts(cfg.model, cfg.data, cfg.dnr, cfg.optim, cfg.degre, table_device="meta")
+    parts = recipe(cfg).build_parts(cfg, "meta")
     return distribute(parts, device, cfg.train, cfg.optim)
 
 
@@ -84,10 +84,10 @@ def device_batches(shard, data_cfg: DataConfig, device: torch.device):
 
 
 def take_step(batch: RerankBatch, parts: TrainParts, global_step: int, cfg: JobConfig) -> dict[str, float]:
-    """One :func:`train_step` of ``cfg``'s family, under bf16 autocast on a GPU when asked."""
+    """One :func:`~dnr.training.step.family_step` of ``cfg``'s family, under bf16 autocast on a GPU when asked."""
     bf16 = cfg.train.use_gpu and cfg.train.bf16
     with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-        return train_step(batch, parts, global_step, cfg.model, cfg.dnr, cfg.optim, cfg.degre)
+        return family_step(batch, parts, global_step, cfg)
 
 
 def resume_skip(progress: ckpt.TrainingProgress, workers: int, batch_size: int) -> int:
@@ -257,7 +257,7 @@ class _Run:
                 if opt is not None:
                     opt.scale_lr(factor)
         terms = take_step(batch, self.parts, progress.global_step, cfg)
-        progress.advance(training_phase(cfg.model, cfg.dnr, progress.global_step + 1))
+        progress.advance(recipe(cfg).phase(cfg, progress.global_step + 1))
         self.steps_this_run += 1
         return terms
 
@@ -323,7 +323,7 @@ class StepLog:
 
     def __init__(self, run: _Run):
         self.run, self.every = run, run.cfg.train.log_every_steps
-        self.meter = _Meter(FAMILIES[run.cfg.model.family].loss_keys)
+        self.meter = _Meter(recipe(run.cfg).loss_keys)
         self.last: dict[str, float] = {}
         self.logger = TensorBoardLogger(Lake(run.spec.lake_root), run.spec.run_name) if run.rank == 0 else None
         if self.logger is not None:

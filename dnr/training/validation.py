@@ -15,7 +15,7 @@ evaluation that improves on the run's best by more than ``validation.min_delta``
 checkpoint; after ``validation.patience`` evaluations without one, the run stops. Every
 checkpoint reports ``valid/score`` (the metric of exactly its weights when they are the run's
 best so far, else ``UNSCORED``), which Ray Train ranks checkpoints by, so the driver registers the best one
-(:func:`registered_checkpoint`), not the last. The curve, the best value and the
+(:func:`dnr.daily.register.registered_checkpoint`), not the last. The curve, the best value and the
 patience counter live in the progress record, so a resumed run keeps them.
 """
 
@@ -26,8 +26,7 @@ import math
 import torch
 import torch.distributed as dist
 
-from dnr.evaluation.metrics import MetricAccumulator
-from dnr.evaluation.scoring import metric_ks
+from dnr.metrics import MetricAccumulator, metric_ks
 from dnr.training.wrappers import evaluating
 
 VALID_DATASET = "valid"
@@ -116,25 +115,3 @@ class Validation:
                 "valid/best_step": p.valid_best_step, "valid/evaluations": len(p.valid_curve),
                 "valid/curve": [[step, value if math.isfinite(value) else None] for step, value in p.valid_curve],
                 "train/stopped_early": float(p.stopped_early)}
-
-
-def registered_checkpoint(fit, validating: bool) -> tuple:
-    """(the checkpoint to register, the run's numeric metrics and validation curve) from a
-    finished ``TorchTrainer`` result.
-
-    Without validation, the last checkpoint. With it, the kept checkpoint with the best
-    validation score of its own weights (the last one when none was scored: an empty hold-out);
-    the metrics are the last report's, with the registered checkpoint's step and score."""
-    last = fit.metrics or {}
-    metrics = {k: v for k, v in last.items() if isinstance(v, (int, float))}
-    if not validating:
-        return fit.checkpoint, metrics
-    metrics["valid/curve"] = last.get("valid/curve", [])
-    scored = [(c, m) for c, m in (fit.best_checkpoints or [])
-              if isinstance(m.get(SCORE_KEY), (int, float)) and m[SCORE_KEY] >= 0.0]
-    if not scored:
-        return fit.checkpoint, metrics
-    checkpoint, best = max(scored, key=lambda pair: pair[1][SCORE_KEY])
-    metrics.update({"train/last_global_step": metrics.get("global_step", 0),
-                    "global_step": best["global_step"], "valid/registered": best[SCORE_KEY]})
-    return checkpoint, metrics

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from deltalake import write_deltalake
 
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.runtime import EXIT_INTERRUPTED, EXIT_TERMINATED, reap_orphaned_sessions, session_processes
 
 pytestmark = pytest.mark.e2e

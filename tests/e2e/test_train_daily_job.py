@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 from deltalake import write_deltalake
 
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.registry import Registry
 from dnr.runtime import SESSIONS, session_processes
 from dnr.storage import Lake

@@ -13,11 +13,11 @@ from deltalake import DeltaTable, write_deltalake
 
 from dnr.config import load_config
 from dnr.data.late import find_late_data
-from dnr.data.synth import make_requests
+from dnr.datasets.synth import make_requests
 from dnr.registry import Registry
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
-from dnr.training.daily import run_daily
+from dnr.daily.run import run_daily
 from tests.factories import write_empty_day
 from tests.integration.test_train import DAY0, LENIENT_GATE, TINY, WORLD, add_days, ds
 

@@ -16,7 +16,7 @@ from dnr.config import load_config
 from dnr.data.scan import UnreadableFileError
 from dnr.registry import Registry
 from dnr.training import checkpoint as ckpt
-from dnr.training.daily import run_daily, steps_per_epoch
+from dnr.daily.run import run_daily, steps_per_epoch
 from tests.integration.test_train import LENIENT_GATE, TINY, _day_files, add_days, ds
 
 pytestmark = pytest.mark.integration

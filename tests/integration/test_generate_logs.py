@@ -16,9 +16,11 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, Field, write_deltalake
 
-from dnr.data import delta_files, synth
-from dnr.data.synth import DaysExistError, make_requests, write_request_logs
-from dnr.data.synth_world import WorldConfig
+from dnr.data import delta_files
+from dnr.datasets import synth_lake
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_lake import DaysExistError, write_request_logs
+from dnr.datasets.synth_world import WorldConfig
 from dnr.schemas import PARTITION_COLUMN
 from dnr.schemas import REQUEST_LOGS as RL
 from dnr.storage import Lake
@@ -148,8 +150,8 @@ def test_a_table_whose_schema_evolved_is_refused_before_any_file_is_written(loca
     assert len(message.splitlines()) == 1 and message.startswith("generate_logs: "), message
     assert column in message and "Nothing was written" in message, message
     assert _table(local_lake).version() == version and _stray_files(local_lake) == []
-    with pytest.raises(synth.SchemaMismatchError, match=column):  # the library refuses as early
-        synth.plan_write(local_lake, days=1)
+    with pytest.raises(synth_lake.SchemaMismatchError, match=column):  # the library refuses as early
+        synth_lake.plan_write(local_lake, days=1)
 
 
 def test_a_commit_that_fails_after_the_files_were_written_leaves_none_behind(ray_cluster, lake, monkeypatch):

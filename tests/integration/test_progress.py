@@ -5,7 +5,8 @@ import io
 import pytest
 import ray
 
-from dnr.training.progress import TrainProgress, WorkerProgress, line
+from dnr.daily.progress import TrainProgress
+from dnr.training.progress import WorkerProgress, line
 
 pytestmark = pytest.mark.integration
 

@@ -20,14 +20,14 @@ from deltalake import DeltaTable, write_deltalake
 from ray.train import TrainingFailedError
 
 from dnr.config import config_from_dict, config_to_dict, load_config
-from dnr.data.synth import make_requests
+from dnr.datasets.synth import make_requests
 from dnr.data.validate import holdout_mask
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth_world import WorldConfig
 from dnr.data.window import Window
 from dnr.registry import Registry
 from dnr.storage import Lake
 from dnr.training import checkpoint as ckpt
-from dnr.training.daily import run_daily, steps_per_epoch
+from dnr.daily.run import run_daily, steps_per_epoch
 
 pytestmark = pytest.mark.integration
 
@@ -62,7 +62,8 @@ def _ddp_loop(loop_cfg: dict) -> None:
     from dnr.training.loop import RerankCollate
     from dnr.training.sharding import distribute
     from dnr.training.score_scale import observe_real_scores, score_quantiles
-    from dnr.training.step import build_train_parts, generator_update, reranker_context, reranker_update, unwrap
+    from dnr.training.recipes.prm import generator_update, reranker_update
+    from dnr.training.step import build_train_parts, reranker_context, unwrap
 
     cfg = config_from_dict(loop_cfg["config"])
     rank = ray.train.get_context().get_world_rank()

@@ -13,7 +13,7 @@ import pytest
 from dnr.config import load_config
 from dnr.registry import Registry
 from dnr.training import checkpoint as ckpt
-from dnr.training.daily import run_daily, steps_per_epoch
+from dnr.daily.run import run_daily, steps_per_epoch
 from tests.integration.test_train import NO_REPLAY, TINY, add_days
 
 pytestmark = pytest.mark.integration

@@ -154,8 +154,8 @@ def test_bytes_changed_inside_a_page_of_a_generated_file_are_caught_and_the_file
 
     import pyarrow.parquet as pq
 
-    from dnr.data.synth import write_request_logs
-    from dnr.data.synth_world import WorldConfig
+    from dnr.datasets.synth_lake import write_request_logs
+    from dnr.datasets.synth_world import WorldConfig
 
     write_request_logs(local_lake, WorldConfig(seed=3, num_users=500, num_items=2_000),
                        start=dt.date(2026, 3, 1), days=2, requests_per_day=200)

@@ -249,7 +249,7 @@ def test_the_gpu_worker_group_fits_the_daily_config_and_its_scaling_config(owner
 
     cfg = load_config(REPO / DAILY_CONFIG)
     assert cfg.train.use_gpu
-    # as dnr/training/daily.py builds it
+    # as dnr/daily/run.py builds it
     scaling = ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                             resources_per_worker={"CPU": cfg.train.cpus_per_worker})
     per_worker = scaling._resources_per_worker_not_none  # Ray's resolution: {"CPU": 4.0, "GPU": 1}

@@ -7,7 +7,7 @@ import pytest
 from dnr.config import load_config
 from dnr.lease import LakeLease, LeaseHeld
 from dnr.storage import Lake
-from dnr.training.daily import run_daily
+from dnr.daily.run import run_daily
 
 
 def test_a_second_run_on_the_same_lake_and_model_is_refused(tmp_path):

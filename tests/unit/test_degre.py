@@ -225,7 +225,7 @@ def test_degre_step_lowers_the_distillation_loss(dense):
 
 
 def test_each_degre_update_changes_only_its_model():
-    from dnr.training.step import distill_update, evaluator_update
+    from dnr.training.recipes.degre import distill_update, evaluator_update
 
     torch.manual_seed(0)
     parts = build_train_parts(degre_model(), TINY_DATA, DNR, OPTIM, DEGRE)

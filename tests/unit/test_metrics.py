@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from dnr.evaluation.metrics import MetricAccumulator, exact_auc, per_request_metrics
+from dnr.metrics import MetricAccumulator, exact_auc, per_request_metrics
 
 T, F = True, False
 

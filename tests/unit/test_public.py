@@ -13,15 +13,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dnr.data.interactions import InteractionFileError, detect_format, load_interactions
-from dnr.data.public import (
+from dnr.datasets.interactions import InteractionFileError, detect_format, load_interactions
+from dnr.datasets.public import (
     PublicDataConfig,
     build_request_logs,
     pooled_auc,
     rebase_to_days,
     write_request_logs,
 )
-from dnr.data.public_retriever import fit_platt
+from dnr.datasets.public_retriever import fit_platt
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dnr.data import public_lines
-from dnr.data.interactions import InteractionFileError, load_user_lines
-from dnr.data.public_lines import LinesConfig, SplitData, build_lines_logs, split_train
+from dnr.datasets import public_lines
+from dnr.datasets.interactions import InteractionFileError, load_user_lines
+from dnr.datasets.public_lines import LinesConfig, SplitData, build_lines_logs, split_train
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 

@@ -38,8 +38,8 @@ from bench.quality import (
 )
 from dnr.config import DataConfig, ModelConfig
 from dnr.data.collate import collate
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.data.validate import hash_request_ids
 from dnr.evaluation.bootstrap import PairedBootstrap, poisson_weights
 from dnr.storage import Lake

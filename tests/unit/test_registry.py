@@ -21,7 +21,7 @@ from dnr.registry.cli import listing, show
 from dnr.evaluation.replay import apply_decision
 from dnr.schemas import MODEL_REGISTRY
 from dnr.storage import Lake
-from dnr.training.daily import plan_window
+from dnr.daily.run import plan_window
 
 REPO = Path(__file__).resolve().parents[2]
 NEW_COLUMNS = ("promoted_at", "retired_at", "status_reason", "report_id")
@@ -348,7 +348,7 @@ def test_registry_cli_and_promote_job(tmp_path):
 
 
 def test_a_window_is_capped_to_its_newest_days():
-    from dnr.training.daily import cap_window
+    from dnr.daily.run import cap_window
 
     days = [f"2026-01-{d:02d}" for d in range(1, 11)]
     assert cap_window(days, ("2026-01-01", "2026-01-09"), 3) == (

@@ -13,11 +13,11 @@ import torch
 
 from dnr.config import GateConfig, JobConfig, config_to_json
 from dnr.data.collate import collate
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig
 from dnr.evaluation.bootstrap import DeltaInterval, PairedBootstrap, poisson_weights
 from dnr.evaluation.gate import ReplaySummary, decide
-from dnr.evaluation.metrics import MetricAccumulator
+from dnr.metrics import MetricAccumulator
 from dnr.evaluation.replay import summarize
 from dnr.evaluation.report import report_dir, write_report
 from dnr.evaluation.scoring import ReplayScorer, ReplaySpec, ReplayState, load_reranker, reduce_states

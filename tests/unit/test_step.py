@@ -10,15 +10,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from dnr.config import SCORE_MODES, DNRConfig, OptimConfig
-from dnr.training.step import (
-    build_train_parts,
-    generator_phase,
-    generator_update,
-    reranker_context,
-    reranker_update,
-    synthetic_rows,
-    train_step,
-)
+from dnr.training.recipes.prm import generator_phase, generator_update, reranker_update, synthetic_rows
+from dnr.training.step import build_train_parts, reranker_context, train_step
 from tests.unit.rerank_helpers import TINY_DATA, make_batch, one_thread, tiny_model  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")

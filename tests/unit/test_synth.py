@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from dnr.data.synth import make_requests
-from dnr.data.synth_world import WorldConfig, item_ids
+from dnr.datasets.synth import make_requests
+from dnr.datasets.synth_world import WorldConfig, item_ids
 from dnr.schemas import REQUEST_LOGS as RL
 
 DAY = dt.date(2024, 3, 1)

@@ -15,7 +15,8 @@ from dnr.config import OptimConfig, ValidationConfig, load_config
 from dnr.data.validate import holdout_mask
 from dnr.training.optimizers import ModelOptimizer
 from dnr.training.schedule import lr_factor
-from dnr.training.validation import SCORE_KEY, UNSCORED, registered_checkpoint
+from dnr.daily.register import registered_checkpoint
+from dnr.training.validation import SCORE_KEY, UNSCORED
 
 
 def test_warmup_then_cosine_decay_reaches_the_floor_at_the_last_step():

@@ -210,7 +210,7 @@ class TrainConfig:
 
 
 _METRIC = re.compile(r"(?:(?:H|N|M|F1)@[1-9][0-9]*|AUC)")
-"""Metric names the gate may name: the per-request metrics of dnr.evaluation.metrics."""
+"""Metric names the gate may name: the per-request metrics of dnr.metrics."""
 
 
 @dataclass(frozen=True)

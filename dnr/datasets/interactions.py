@@ -5,9 +5,9 @@ and the implicit-feedback split files of NGCF/LightGCN/KGAT-style benchmarks, on
 :func:`detect_format` tells the format from the extension and the first line;
 :func:`load_interactions` reads the file with pyarrow's CSV reader and, when a line does not
 parse, raises :class:`InteractionFileError` naming the file, line and column. Ids are the file's
-own ids; files without timestamps use the row number as the clock. :mod:`dnr.data.public` turns
+own ids; files without timestamps use the row number as the clock. :mod:`dnr.datasets.public` turns
 the result into request logs. :func:`load_user_lines` reads one split file (``user item item ...``)
-for :mod:`dnr.data.public_lines`.
+for :mod:`dnr.datasets.public_lines`.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def load_interactions(path: str | Path, fmt: str = "auto") -> Interactions:
 @dataclass(frozen=True)
 class Lists:
     """Ragged rows of item ids (CSR): row r is ``items[offsets[r]:offsets[r + 1]]``, in order. A split
-    file's lines, and the per-user and per-request lists :mod:`dnr.data.public_lines` builds from
+    file's lines, and the per-user and per-request lists :mod:`dnr.datasets.public_lines` builds from
     them, with the few vectorised operations it needs (no per-row Python loops)."""
 
     offsets: np.ndarray  # [R + 1] int64

@@ -5,8 +5,8 @@ name is kept because ``jobs/prepare_public.py`` and ``PublicDataConfig`` carry i
 
 A ratings file has no requests, no retrieval and no exposures, so this module replays one: it
 invents the requests a platform would have logged and runs a real retriever to fill them. The
-file is read by :mod:`dnr.data.interactions`, the retriever and its score calibration live in
-:mod:`dnr.data.public_retriever`; here are the config, the split, the requests, the table and
+file is read by :mod:`dnr.datasets.interactions`, the retriever and its score calibration live in
+:mod:`dnr.datasets.public_retriever`; here are the config, the split, the requests, the table and
 its write.
 
 * **Split, by time** (interaction quantiles): the earliest ``retriever_fraction`` trains the
@@ -19,9 +19,9 @@ its write.
   (oldest first, at most ``history_len``), and seen items are never candidates.
 * **Retriever**: BPR matrix factorisation whose user factor is folded in from the history;
   candidates are the top ``candidates`` unseen items known to the retriever (why folded in:
-  :mod:`dnr.data.public_retriever`).
+  :mod:`dnr.datasets.public_retriever`).
 * **Scores**: Platt scaling, ``sigmoid(a·s + b)``, fitted on the calibration period's candidates
-  against their labels (why not a plain sigmoid: :mod:`dnr.data.public_retriever`).
+  against their labels (why not a plain sigmoid: :mod:`dnr.datasets.public_retriever`).
 * **Labels**: candidate i of a request at time t is 1 iff the user rates i with
   ``rating >= min_rating`` at a time in ``[t, t + label_window_days)``; else 0. Files without a
   rating column count every interaction as positive.
@@ -43,77 +43,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dnr.data import delta_files
-from dnr.data.interactions import FORMATS, Interactions
-from dnr.data.public_retriever import Timeline, fit_platt, retrieve, squash, train_retriever
+from dnr.datasets.interactions import Interactions
+from dnr.datasets.public_config import PublicDataConfig
+from dnr.datasets.public_retriever import Timeline, fit_platt, retrieve, squash, train_retriever
 from dnr.schemas import REQUEST_LOGS
 from dnr.storage import Lake
 
 RL = REQUEST_LOGS.col
 _SECONDS_PER_DAY = 86_400
-
-
-@dataclass(frozen=True)
-class PublicDataConfig:
-    """How a ratings file becomes request logs."""
-
-    fmt: str = "auto"
-    """File format, one of FORMATS; ``auto`` detects it from the extension and first line."""
-    min_rating: float = 4.0
-    """A future rating at or above this is a positive label (ignored for files without ratings)."""
-    days: int = 30
-    """Consecutive UTC days the written requests are spread over (equal-count days)."""
-    start_date: str | None = None
-    """First ds (YYYY-MM-DD); default: the UTC date of the first written request's real time."""
-    candidates: int = 50
-    """Candidates per request (fewer when the user has seen almost every known item)."""
-    history_len: int = 50
-    """Most recent seen items kept as the history (also the retriever's user input)."""
-    retriever_fraction: float = 0.7
-    """Earliest share of interactions the retriever is trained on."""
-    calibration_fraction: float = 0.1
-    """Next share of interactions; its requests whose label window closes before the written
-    period calibrate the scores (they are not written)."""
-    session_gap_hours: float = 1.0
-    """A gap longer than this between a user's interactions starts a new request."""
-    label_window_days: float = 7.0
-    """Future window after the request time in which ratings make labels."""
-    min_history: int = 1
-    """Requests need at least this many earlier interactions (0 keeps cold-start requests)."""
-    seed: int = 0
-    """Seed of the retriever's initialisation and negative sampling."""
-    dim: int = 64
-    """Retriever factor dimension."""
-    epochs: int = 5
-    """Retriever training epochs over the retriever period's positive interactions."""
-    batch_size: int = 1024
-    lr: float = 0.01
-    l2: float = 1e-2
-    """L2 penalty on the factors a BPR step touches; strong, because on a time split the future
-    is closer to popularity than to a user's past (weaker: higher AUC, lower recall)."""
-
-    def __post_init__(self):
-        checks = [
-            (self.fmt in FORMATS, "fmt", f"one of {FORMATS}"),
-            (self.days >= 1, "days", ">= 1"),
-            (self.candidates >= 1, "candidates", ">= 1"),
-            (self.history_len >= 1, "history_len", ">= 1"),
-            (0 < self.retriever_fraction < 1, "retriever_fraction", "in (0, 1)"),
-            (0 < self.calibration_fraction < 1 - self.retriever_fraction, "calibration_fraction",
-             "in (0, 1 - retriever_fraction)"),
-            (self.session_gap_hours >= 0, "session_gap_hours", ">= 0"),
-            (self.label_window_days > 0, "label_window_days", "> 0"),
-            (self.min_history >= 0, "min_history", ">= 0"),
-            (self.dim >= 1 and self.epochs >= 1 and self.batch_size >= 1, "dim/epochs/batch_size", ">= 1"),
-        ]
-        for ok, name, want in checks:
-            if not ok:
-                raise ValueError(f"public data config {name}={getattr(self, name, None)!r}: must be {want}")
-        if self.start_date is not None:
-            dt.date.fromisoformat(self.start_date)
-
-    @property
-    def label_window_s(self) -> int:
-        return int(self.label_window_days * _SECONDS_PER_DAY)
 
 
 # ---------------------------------------------------------------- requests
@@ -223,25 +160,9 @@ def build_request_logs(data: Interactions, cfg: PublicDataConfig) -> PreparedLog
     source_time, event_time, ds = source_time[order], event_time[order], ds[order]
 
     valid = res.valid()
-    hist_len = np.minimum(res.pos - tl.user_start[res.pos], cfg.history_len)
-    hist = tl.histories(res.pos, cfg.history_len, -1)
-    users = tl.user_ids[tl.user[res.pos]]
     scores = squash(res.raw[valid], platt)
     labels = res.labels[valid]
-    columns = {
-        RL.request_id: pc.binary_join_element_wise(pa.array(users).cast(pa.string()),
-                                                   pa.array(source_time).cast(pa.string()), "-"),
-        RL.user_id: pa.array(users, pa.int64()),
-        RL.event_time: pa.array(event_time, REQUEST_LOGS.arrow.field(RL.event_time).type),
-        RL.ds: pa.array(ds, pa.string()),
-        RL.history_item_ids: _list_array(tl.item_ids[hist[hist >= 0]], hist_len, RL.history_item_ids),
-        RL.candidate_item_ids: _list_array(tl.item_ids[res.items[valid]], res.length, RL.candidate_item_ids),
-        RL.retriever_scores: _list_array(scores, res.length, RL.retriever_scores),
-        RL.labels: _list_array(labels, res.length, RL.labels),
-        RL.exposed: pa.nulls(len(users), REQUEST_LOGS.arrow.field(RL.exposed).type),
-        RL.true_click_prob: pa.nulls(len(users), REQUEST_LOGS.arrow.field(RL.true_click_prob).type),
-    }
-    table = pa.Table.from_arrays([columns[n] for n in REQUEST_LOGS.names], schema=REQUEST_LOGS.arrow)
+    table = _logs_table(tl, res, source_time, event_time, ds, scores, labels, cfg)
     return PreparedLogs(
         table=table,
         source_time=source_time,
@@ -256,6 +177,29 @@ def build_request_logs(data: Interactions, cfg: PublicDataConfig) -> PreparedLog
         auc=pooled_auc(scores, labels),
         recall=float(labels.sum() / max(res.future_positives.sum(), 1)),
     )
+
+
+def _logs_table(tl: Timeline, res, source_time: np.ndarray, event_time: np.ndarray, ds: np.ndarray,
+                scores: np.ndarray, labels: np.ndarray, cfg: PublicDataConfig) -> pa.Table:
+    """The retrieved requests as ``request_logs`` rows (the contract's schema)."""
+    valid = res.valid()
+    hist_len = np.minimum(res.pos - tl.user_start[res.pos], cfg.history_len)
+    hist = tl.histories(res.pos, cfg.history_len, -1)
+    users = tl.user_ids[tl.user[res.pos]]
+    columns = {
+        RL.request_id: pc.binary_join_element_wise(pa.array(users).cast(pa.string()),
+                                                   pa.array(source_time).cast(pa.string()), "-"),
+        RL.user_id: pa.array(users, pa.int64()),
+        RL.event_time: pa.array(event_time, REQUEST_LOGS.arrow.field(RL.event_time).type),
+        RL.ds: pa.array(ds, pa.string()),
+        RL.history_item_ids: _list_array(tl.item_ids[hist[hist >= 0]], hist_len, RL.history_item_ids),
+        RL.candidate_item_ids: _list_array(tl.item_ids[res.items[valid]], res.length, RL.candidate_item_ids),
+        RL.retriever_scores: _list_array(scores, res.length, RL.retriever_scores),
+        RL.labels: _list_array(labels, res.length, RL.labels),
+        RL.exposed: pa.nulls(len(users), REQUEST_LOGS.arrow.field(RL.exposed).type),
+        RL.true_click_prob: pa.nulls(len(users), REQUEST_LOGS.arrow.field(RL.true_click_prob).type),
+    }
+    return pa.Table.from_arrays([columns[n] for n in REQUEST_LOGS.names], schema=REQUEST_LOGS.arrow)
 
 
 # ---------------------------------------------------------------- writing
@@ -287,7 +231,7 @@ def write_request_logs(table: pa.Table, lake: Lake, mode: str = "error") -> int:
     written = delta_files.write_files(table.cast(REQUEST_LOGS.arrow), lake.root, "request_logs", RL.ds)
     delta_files.commit_files(lake, "request_logs", REQUEST_LOGS, written.to_pylist(), partition_by=RL.ds,
                              mode="overwrite" if exists else "append",
-                             metadata={"written_by": "dnr.data.public"})
+                             metadata={"written_by": "dnr.datasets.public"})
     return DeltaTable(lake.table_uri("request_logs"), storage_options=lake.storage_options()).version()
 
 

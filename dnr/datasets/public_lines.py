@@ -3,8 +3,8 @@ into ``request_logs``, the way the platform would have logged them.
 
 The files have a train, a test and optionally a valid part, but no times, no requests and no
 retriever; this module replays them as days of requests filled by a real retriever (the BPR
-matrix factorisation and Platt calibration of :mod:`dnr.data.public_retriever`). The files are
-read by :func:`dnr.data.interactions.load_user_lines`; an item repeated on one line counts once.
+matrix factorisation and Platt calibration of :mod:`dnr.datasets.public_retriever`). The files are
+read by :func:`dnr.datasets.interactions.load_user_lines`; an item repeated on one line counts once.
 
 * **Split of train**: each user's train items are cut at random (seeded hash of user, item) into a
   *retriever part* (``retriever_fraction`` of them, at least one, and at least one left over when
@@ -47,9 +47,9 @@ import pyarrow as pa
 import torch
 
 from dnr.data.hashing import hash_to_unit, splitmix64
-from dnr.data.interactions import Interactions, Lists, UserLines
-from dnr.data.public import PublicDataConfig
-from dnr.data.public_retriever import HistoryMF, Timeline, fit_platt, squash, train_retriever
+from dnr.datasets.interactions import Interactions, Lists, UserLines
+from dnr.datasets.public import PublicDataConfig
+from dnr.datasets.public_retriever import HistoryMF, Timeline, fit_platt, squash, train_retriever
 from dnr.schemas import REQUEST_LOGS
 
 RL = REQUEST_LOGS.col

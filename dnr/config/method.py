@@ -1,12 +1,12 @@
 """The ``dnr`` section of the config tree: DNR's objectives and noise generators, and the names
-of their variants (a module of its own only to keep :mod:`dnr.config_sections` small; import it
+of their variants (a module of its own only to keep :mod:`dnr.config.sections` small; import it
 from :mod:`dnr.config`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnr.config_sections import _check
+from dnr.config.sections import _check
 
 HEURISTIC_GENERATORS = ("gaussian", "beta")
 """Parameter-free noise of the first stage (keys of ``dnr.models.generators.GENERATORS``)."""

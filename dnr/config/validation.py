@@ -1,11 +1,11 @@
 """The ``validation`` section of the config tree (a module of its own only to keep
-:mod:`dnr.config_sections` small; import it from :mod:`dnr.config`)."""
+:mod:`dnr.config.sections` small; import it from :mod:`dnr.config`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnr.config_sections import _METRIC, _check
+from dnr.config.sections import _METRIC, _check
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ValidationConfig:
     min_delta: float = 0.0
     """Smallest rise of the metric that counts as an improvement."""
     metric: str = "N@6"
-    """What the evaluation compares (the per-request metrics of dnr.evaluation.metrics)."""
+    """What the evaluation compares (the per-request metrics of dnr.metrics)."""
     max_requests: int = 50_000
     """Held-out requests evaluated at most (split across workers, kept in each one's memory)."""
 

@@ -1,7 +1,7 @@
 """What a daily run decides before and after it trains, as pure functions of the registry's
 parent, the table's partitions and the config: the window of days (:func:`plan_window`, cut by
 ``train.max_window_days`` in :func:`cap_window`), the steps of an epoch, and the check that the
-stream delivered every kept request (:func:`check_trained`). Used by :mod:`dnr.training.daily`."""
+stream delivered every kept request (:func:`check_trained`). Used by :mod:`dnr.daily.run`."""
 
 from __future__ import annotations
 

@@ -353,3 +353,8 @@ class MetricAccumulator:
         )
         out.update({name: float(state[f"count/{name}"]) for name in _COUNTS})
         return out
+
+
+def metric_ks(names: tuple[str, ...]) -> tuple[int, ...]:
+    """Cut-offs K the accumulators need: the default one and every K a gate metric names."""
+    return tuple(sorted({DEFAULT_K} | {int(n.split("@")[1]) for n in names if "@" in n}))

@@ -1,10 +1,6 @@
-"""One typed config tree. Frozen dataclasses; a YAML file and ``key=value`` overrides change it.
-
-:class:`JobConfig` is the root; its sections (with their validation) live in
-:mod:`dnr.config_sections`, :mod:`dnr.config_dnr` and :mod:`dnr.config_validation` and are
-re-exported here, so ``from dnr.config import ...`` is the one import. This module loads the
-tree (YAML file, then overrides, with strict coercion) and serialises it (dict, JSON, the printed ``section.key = value`` lines).
-"""
+"""The root of the config tree, :class:`JobConfig`, and its loading (YAML file, then ``key=value``
+overrides, with strict coercion) and serialising (dict, JSON, the printed ``section.key = value``
+lines). Import it from :mod:`dnr.config`."""
 
 from __future__ import annotations
 
@@ -20,44 +16,10 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from dnr.config_dnr import HEURISTIC_GENERATORS, LX_ESTIMATORS, MODEL_GENERATORS, DNRConfig
-from dnr.config_sections import (
-    EMBEDDING_OPTIMIZERS,
-    EMBEDDING_SHARDINGS,
-    RERANKER_FAMILIES,
-    SCORE_MODES,
-    DataConfig,
-    DeGReConfig,
-    GateConfig,
-    ModelConfig,
-    OptimConfig,
-    TrainConfig,
-)
-from dnr.config_validation import ValidationConfig
-
-__all__ = [
-    "DNRConfig",
-    "DataConfig",
-    "DeGReConfig",
-    "EMBEDDING_OPTIMIZERS",
-    "EMBEDDING_SHARDINGS",
-    "GateConfig",
-    "HEURISTIC_GENERATORS",
-    "JobConfig",
-    "LX_ESTIMATORS",
-    "MODEL_GENERATORS",
-    "ModelConfig",
-    "OptimConfig",
-    "RERANKER_FAMILIES",
-    "SCORE_MODES",
-    "TrainConfig",
-    "ValidationConfig",
-    "config_from_dict",
-    "config_to_dict",
-    "config_to_json",
-    "describe_config",
-    "load_config",
-]
+from dnr.config.method import DNRConfig
+from dnr.config.sections import (EMBEDDING_OPTIMIZERS, DataConfig, DeGReConfig, GateConfig, ModelConfig,
+                                 OptimConfig, TrainConfig)
+from dnr.config.validation import ValidationConfig
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from dnr.daily.run import DailyResult
 from dnr.storage import Lake
-from dnr.training.daily import DailyResult
 
 
 def summary_table(result: DailyResult, lake: Lake) -> str:

@@ -11,7 +11,7 @@ order, and ``num_users=10**9`` costs nothing:
 * **The retriever's view** of both is the first ``retriever_rank`` coordinates of the true
   vectors plus a fixed per-user and per-item error.
 
-:mod:`dnr.data.synth` draws the requests, candidate lists, labels and histories of this world.
+:mod:`dnr.datasets.synth` draws the requests, candidate lists, labels and histories of this world.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The retriever that fills the requests :mod:`dnr.data.public` replays, and its score calibration.
+"""The retriever that fills the requests :mod:`dnr.datasets.public` replays, and its score calibration.
 
 * **Timeline**: the interactions sorted by (user, time), the one index every causal look-up goes
   through (a user's history before a request, their ratings in the label window after it).
@@ -8,7 +8,7 @@
   them, while a history-built one exists for everyone and moves as their history grows.
   Candidates are the top ``candidates`` unseen items known to the retriever (``torch.topk`` over
   the score matrix with seen items masked); :func:`retrieve` labels them by the rule in
-  :mod:`dnr.data.public`.
+  :mod:`dnr.datasets.public`.
 * **Scores**: Platt scaling, ``sigmoid(a·s + b)``, fitted on the calibration period's candidates
   against their labels. DNR reads the score as a noisy click probability; a BPR dot product has
   no absolute scale, so a plain sigmoid of it would pile up near 0 or 1, and a per-request
@@ -19,16 +19,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
-from dnr.data.interactions import Interactions
+from dnr.datasets.interactions import Interactions
 
-if TYPE_CHECKING:  # dnr.data.public imports this module; the config is only an annotation here
-    from dnr.data.public import PublicDataConfig
+from dnr.datasets.public_config import PublicDataConfig
 
 
 # ---------------------------------------------------------------- the timeline

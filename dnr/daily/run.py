@@ -1,4 +1,4 @@
-"""The daily incremental run, as the driver sees it (DESIGN.md §6).
+"""The daily incremental run, as the driver sees it.
 
 For day D: the parent is the production model, else the newest candidate, else the newest
 version rejected on quality alone, else none (cold start; :meth:`Registry.parent_for`). The
@@ -22,15 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from dnr.config import JobConfig, config_to_json
+from dnr.daily.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
+from dnr.daily.plan import cap_window, check_trained, full_steps_per_epoch, plan_window, steps_per_epoch
+from dnr.daily.progress import TrainProgress
+from dnr.daily.register import prune_run_checkpoints, registered_checkpoint
 from dnr.data.late import LateData, find_late_data
 from dnr.data.window import QuarantineReport, Window, parse_ds, table_partitions
 from dnr.registry import ModelVersion, Registry
 from dnr.storage import Lake
-from dnr.training import checkpoint as ckpt
-from dnr.training.placement import check_schedulable, fit_interruptibly, ingest_config, scaling_config
-from dnr.training.daily_plan import cap_window, check_trained, full_steps_per_epoch, plan_window, steps_per_epoch
-from dnr.training.progress import TrainProgress
-from dnr.training.validation import SCORE_KEY, VALID_DATASET, registered_checkpoint
+from dnr.training.validation import SCORE_KEY, VALID_DATASET
 from dnr.training.worker_spec import Lineage, WorkerSpec
 
 
@@ -328,7 +328,7 @@ def _register_version(day: _Day, report: QuarantineReport, checkpoint_uri: str, 
     )
     day.lease.check()  # never commit if another run took the lake over meanwhile
     result.version = _register(Registry(day.lake), row)
-    pruned = ckpt.prune_run_checkpoints(day.lake, checkpoint_uri)
+    pruned = prune_run_checkpoints(day.lake, checkpoint_uri)
     if pruned:
         day.say(f"[daily] deleted {len(pruned)} earlier checkpoint(s) of run {day.run_name}; "
                 f"kept {checkpoint_uri}")
