@@ -161,9 +161,10 @@ class TrainConfig:
     seed: int = 0
     """Seed of model initialisation, noise and shuffling (offset by rank where needed)."""
     log_every_steps: int = 10
-    """Global steps between two metric writes."""
+    """Steps of this run between two metric writes (the run's step, as every cadence of a run;
+    TensorBoard's x-axis is the model's lifetime step: :mod:`dnr.checkpoints.progress`)."""
     checkpoint_every_steps: int = 0
-    """Global steps between two checkpoints; 0 = checkpoint only at the end of each epoch."""
+    """Steps of this run between two checkpoints; 0 = checkpoint only at the end of each epoch."""
     max_failures: int = 2
     """Ray Train FailureConfig.max_failures; -1 = retry without limit."""
     bf16: bool = True
