@@ -2,7 +2,8 @@
 (lookahead evaluator, beam-search mining, greedy generator).
 
 Models take tensors (a ``RerankBatch``) and return tensors; they know nothing of losses, Ray or
-distribution.
+distribution. Any process may import them (a Train worker, a replay scorer, the export); they
+touch nothing outside the process.
 """
 
 from dnr.models.degre import DeGReGenerator, LookaheadEvaluator

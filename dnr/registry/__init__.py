@@ -26,7 +26,11 @@ changes also rewrite the whole (small) table, which alone makes two of them conf
 promotion names the production it was evaluated against (``expected_production``) and is
 refused if production has moved since. Promoting the version that is production already is
 refused too (``AlreadyProductionError``): when two identical promotions race, the loser's retry
-finds the winner's commit, and reporting success would drop its reason silently.
+finds the winner's commit, and reporting success would drop its reason silently. Two identical
+rollbacks likewise: the loser's retry finds production moved and refuses.
+
+Any process may use it (the daily driver, the replay, an operator's ``jobs/promote.py``); it
+touches only the ``model_registry`` table of the lake, never Ray.
 """
 
 from __future__ import annotations

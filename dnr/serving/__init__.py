@@ -4,6 +4,10 @@ artifact that hashes raw item ids itself, with a manifest; safe loading and scor
     export_reranker(reranker, cfg, "out/")       # reranker.pt2 + manifest.json
     export_version(lake, "production")           # from the registry, to <lake>/serving/<version>/
     load_artifact("out/").score(item_ids, scores, history_ids, mask, history_mask)
+
+Off to the side of the layers: the export runs in ``jobs/export_model.py``'s process (it reads
+a checkpoint through :mod:`dnr.checkpoints` and the registry); the loader runs in a serving
+process. Nothing else in ``dnr`` imports it.
 """
 
 from dnr.serving.archive import ArtifactError, check_archive
