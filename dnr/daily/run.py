@@ -350,7 +350,8 @@ def _unevaluated(lake: Lake, parent: ModelVersion | None, ds: str) -> bool:
 
 
 def _replay(lake: Lake, cfg: JobConfig, result: DailyResult, partitions: list[str], say, lease) -> None:
-    """The held-out day's replay evaluation of the new version, and the gate (DESIGN.md section 6)."""
+    """The held-out day's replay evaluation of the new version, and the gate (docs/operations.md,
+    "Replay evaluation and the gate")."""
     from dnr.evaluation.replay import comparison_table, run_replay
 
     if not cfg.gate.enabled:

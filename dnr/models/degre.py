@@ -44,7 +44,7 @@ pass. Everything below that the abstract does not say is a choice of this projec
 * **Retriever scores** enter both models through ``model.score_mode`` exactly as in PRM (score
   embedding and/or a combination with logit(x)); with ``denoise``, ``add`` or ``weight`` the
   zero-initialised heads start both models at the retriever's scores, so greedy decoding starts
-  at the retriever order (DESIGN.md section 4, "the retriever order is the floor").
+  at the retriever order (docs/method.md, "Score modes": "the retriever order is the floor").
 * **Not done**: the paper's evaluator may look further ahead (e.g. score a candidate by the best
   completion through it); here the lookahead is the beam, and the targets are one-step
   increments along the best beam.

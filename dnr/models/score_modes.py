@@ -15,8 +15,9 @@ denoise    yes              f + a * logit(x), a learned, a0=1  retriever order
 =========  ===============  =================================  =====================
 
 ``add``, ``weight`` and ``denoise`` start exactly at the retriever's ranking ("the retriever order
-is the floor", DESIGN.md section 4), so the comparison between them measures what each learns on
-top of the same starting point. ``concat`` is deliberately left without the ``logit(x)`` residual:
+is the floor": docs/method.md, "Score modes"), so the comparison between them measures what
+each learns on top of the same starting point. ``concat`` is deliberately left without the
+``logit(x)`` residual:
 with it, it would be architecturally identical to ``denoise`` (``concat`` + ``add``); it is the
 paper's "score as a feature" baseline, and ``none`` is plain PRM. A score fed as input enters on
 its quantile scale (:mod:`dnr.models.score_quantiles`), through a network whose last layer starts
