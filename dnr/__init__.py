@@ -13,6 +13,7 @@ module) stand above every layer.
 4. ``training`` (inside a Train worker) and ``evaluation`` (the replay), apart
 5. ``daily`` (the job's driver) and ``serving`` (off to the side), apart
 6. ``runtime`` (a job process from start to end)
+7. ``cli`` (the ``dnr`` command: each job's parser and main, the config's help, the dry run)
 """
 
 __version__ = "0.1.0"
@@ -26,4 +27,5 @@ PACKAGE_LAYERS = (
     ("training", "evaluation"),
     ("daily", "serving"),
     ("runtime",),
+    ("cli",),
 )

@@ -26,9 +26,16 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-#: exit statuses of every job (each job's docstring lists those it uses)
+#: exit statuses of every job and ``dnr`` command (each one's docstring lists those it uses)
+EXIT_OK = 0
+"""done (a daily run that found nothing new to train is done too)"""
+EXIT_REFUSED = 1
+"""refused by the registry (an unknown or rejected version, nothing to roll back) or by a schema
+check of the data; also any unexpected error (a traceback)"""
 EXIT_USAGE = 2
 """a bad argument or config key/value (argparse's own status for a bad option)"""
+EXIT_ALREADY_PRODUCTION = 3
+"""a promotion of the version that is production already: nothing changed"""
 EXIT_NO_INPUT = 66
 """the lake, its request_logs or the model version named is missing (EX_NOINPUT)"""
 EXIT_LEASE_HELD = 75

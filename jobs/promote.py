@@ -1,74 +1,13 @@
-"""Move a model line's production version by hand: promote a version, or roll back.
+"""Move a model line's production version by hand: ``dnr promote`` and, with --rollback,
+``dnr rollback`` (dnr/cli/promote.py) as a script. Same flags and exit statuses (0 committed,
+1 refused, 2 bad arguments, 3 already production); ``--help`` lists them.
 
     python jobs/promote.py --lake ./lake --version dnr-v0004 --reason "replay report r-17 passed"
-    python jobs/promote.py --lake ./lake --version dnr-v0004 --reason "..." --report-id r-17
     python jobs/promote.py --lake s3://bucket/lake --rollback --model dnr --reason "CTR dropped 3%"
-
---version makes a candidate (or a retired version) production and retires the current one;
---rollback restores the most recently retired version and marks the current one rejected
-(run it again to go further back). Either way in one registry commit, so the model line never
-has zero or two production versions. Prints production before and after.
-
-Exit status: 0 the change is committed; 1 refused (unknown version, a rejected one, nothing to
-roll back, the registry unreachable); 2 bad arguments; 3 the version is already production,
-nothing changed and --reason is not recorded (a re-run, or the loser of two identical
-promotions run at once: the winner's reason is the one in the registry).
 """
 
-from __future__ import annotations
-
-import argparse
-import sys
-
-from dnr.registry import AlreadyProductionError, Registry, RegistryCommitError, RegistryError
-from dnr.registry.cli import listing
+from dnr.cli.promote import ALREADY_PRODUCTION, main, parse_args  # noqa: F401 - the job's API
 from dnr.runtime import exit_process
-from dnr.storage import Lake
-
-#: exit status of a promotion of the version that is production already (see the docstring)
-ALREADY_PRODUCTION = 3
-
-
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--lake", default="./lake", help="lake root: local directory or s3://bucket/prefix")
-    what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--version", help="the version to promote, e.g. dnr-v0004")
-    what.add_argument("--rollback", action="store_true", help="restore the previous production version")
-    p.add_argument("--model", default="dnr", help="model line to roll back (default: dnr)")
-    p.add_argument("--reason", required=True, help="why: recorded in the registry's status_reason")
-    p.add_argument("--report-id", default=None, help="replay report behind a promotion, if any")
-    return p.parse_args(argv)
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    registry = Registry(Lake(args.lake))
-    try:
-        model = registry.get(args.version).model_name if args.version else args.model
-        before = registry.production(model)
-        print(f"[promote] {model} production before: {before.version if before else '(none)'}")
-        if args.rollback:
-            restored, demoted = registry.rollback(model, args.reason)
-            print(f"[promote] rolled back: {demoted.version} -> rejected, {restored.version} -> production")
-        else:
-            promoted = registry.promote(args.version, args.reason, report_id=args.report_id)
-            print(f"[promote] {promoted.version} -> production"
-                  + (f", {before.version} -> retired" if before else ""))
-    except AlreadyProductionError as exc:
-        print(f"[promote] {exc.args[0]}", file=sys.stderr)
-        return ALREADY_PRODUCTION
-    except (KeyError, RegistryError) as exc:
-        print(f"[promote] refused: {exc.args[0]}", file=sys.stderr)
-        return 1
-    except RegistryCommitError as exc:
-        print(f"[promote] failed: {exc}", file=sys.stderr)
-        return 1
-    after = registry.production(model)
-    print(f"[promote] {model} production after: {after.version if after else '(none)'}\n")
-    print(listing(registry, model))
-    return 0
-
 
 if __name__ == "__main__":
     exit_process(main())  # not sys.exit: see dnr.runtime.exit_process
