@@ -60,8 +60,8 @@ TERM_SLEEPER = """
 import sys, time
 from dnr.runtime import EXIT_TERMINATED, Terminated, accept_stop_signals
 accept_stop_signals()
-print("ready", flush=True)
-try:
+try:  # "ready" inside the try: the signal may land before the sleep starts
+    print("ready", flush=True)
     time.sleep(60)
 except Terminated:  # a KeyboardInterrupt: every path that releases the lease on Ctrl-C takes it
     sys.exit(EXIT_TERMINATED)
