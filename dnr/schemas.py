@@ -1,12 +1,13 @@
-"""Table schemas: ``schemas/*.json`` (Delta schema JSON) is the single source of truth.
+"""Table schemas: ``dnr/schema_files/*.json`` (Delta schema JSON) is the single source of truth.
 
 Every column name the code uses comes from here::
 
     from dnr.schemas import REQUEST_LOGS as RL
     table[RL.col.retriever_scores]      # AttributeError if the schema has no such column
 
-The JSON files live in the repository's ``schemas/`` folder; the package is installed editable
-(``pip install -e .``), as the cluster image and runtime env do, so they are found from the checkout.
+The JSON files are package data of ``dnr`` (``[tool.setuptools.package-data]`` in pyproject.toml),
+read through :mod:`importlib.resources`: an editable install reads them from the checkout, a wheel
+from wherever it was installed.
 """
 
 from __future__ import annotations
@@ -14,16 +15,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
+from importlib import resources
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
+SCHEMA_DIR: Traversable = resources.files("dnr") / "schema_files"
+"""The folder of the schema JSON files inside the installed package."""
 
 
-def _schema_path(name: str) -> Path:
+def _schema_path(name: str) -> Traversable:
     path = SCHEMA_DIR / f"{name}.json"
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"no schema named {name!r} in {SCHEMA_DIR}")
     return path
 
@@ -49,7 +55,7 @@ class TableSchema:
 
     @cached_property
     def delta_json(self) -> dict:
-        return json.loads(_schema_path(self.name).read_text())
+        return json.loads(_schema_path(self.name).read_text(encoding="utf-8"))
 
     @cached_property
     def arrow(self) -> pa.Schema:

@@ -88,7 +88,7 @@ def check_file_schemas(lake: Lake, files: tuple[str, ...], where: str, threads: 
     if found:
         listed = "; ".join(f"{uri}: {', '.join(p)}" for uri, p in found[:5])
         raise validate.SchemaError(
-            f"{where}: {len(found)} data file(s) do not match schemas/request_logs.json ({listed}). "
+            f"{where}: {len(found)} data file(s) do not match dnr/schema_files/request_logs.json ({listed}). "
             "Re-land those files with every required column, then re-run. Nothing was trained.")
 
 

@@ -43,7 +43,7 @@ _PER_CANDIDATE = (C.retriever_scores, C.labels, C.exposed, C.true_click_prob)
 
 
 class SchemaError(ValueError):
-    """The table does not follow schemas/request_logs.json."""
+    """The table does not follow dnr/schema_files/request_logs.json."""
 
 
 def plain_type(t: pa.DataType) -> pa.DataType:
@@ -91,7 +91,7 @@ def check_schema(schema: pa.Schema, where: str = "request_logs") -> None:
     """Raise :class:`SchemaError` naming each missing or mistyped contract column."""
     problems = schema_problems(schema)
     if problems:
-        raise SchemaError(f"{where} does not match schemas/request_logs.json: " + "; ".join(problems))
+        raise SchemaError(f"{where} does not match dnr/schema_files/request_logs.json: " + "; ".join(problems))
 
 
 def conform(table: pa.Table) -> pa.Table:

@@ -11,7 +11,7 @@ STATUSES = ("candidate", "production", "retired", "rejected")
 
 @dataclass(frozen=True)
 class ModelVersion:
-    """One registry row (columns documented in schemas/model_registry.json)."""
+    """One registry row (columns documented in dnr/schema_files/model_registry.json)."""
 
     version: str
     model_name: str

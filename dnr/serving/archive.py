@@ -30,7 +30,7 @@ from typing import Iterator
 
 import torch
 
-from dnr.serving.program import INPUT_NAMES
+from dnr.serving.artifact_format import INPUT_NAMES
 
 
 class ArtifactError(ValueError):

@@ -6,6 +6,12 @@ against the manifest and its contents with :func:`dnr.serving.archive.check_arch
 then hands those same bytes to ``torch.export.load``. Loading never unpickles anything (the
 archive check refuses every pickled payload) and never runs code from the file beyond aten
 operators.
+
+Loading and scoring import torch, numpy and :mod:`dnr.config` (for the manifest's config) and
+nothing of training: not the models, the registry, nor :mod:`dnr.data`
+(:meth:`ServingReranker.score_table` and :func:`max_abs_difference`, which take request-log rows,
+import the training collate when called). The lake's filesystem (:mod:`dnr.storage`, pyarrow) is
+imported for an ``s3://`` artifact only. ``tests/unit/test_serving_imports.py`` keeps it so.
 """
 
 from __future__ import annotations
@@ -15,17 +21,21 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 import torch
 from torch import nn
 
 from dnr.config import JobConfig, config_from_dict
-from dnr.data.collate import collate
 from dnr.serving.archive import ArtifactError, check_archive
-from dnr.serving.export import ARTIFACT_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_BATCH
-from dnr.storage import Lake
+from dnr.serving.artifact_format import ARTIFACT_FILE, FORMAT, FORMAT_VERSION, MANIFEST_FILE, MAX_BATCH
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+_S3_PREFIXES = ("s3://", "s3a://")
+"""What :meth:`dnr.storage.Lake.is_s3_uri` calls S3, tested here without importing the lake."""
 
 
 def _as_tensor(value, dtype: torch.dtype, name: str) -> torch.Tensor:
@@ -94,6 +104,8 @@ class ServingReranker:
     def score_table(self, table: pa.Table | pa.RecordBatch) -> torch.Tensor:
         """Logits [B, L] for request_logs rows (candidate_item_ids, retriever_scores,
         history_item_ids, labels), padded exactly as training collates them."""
+        from dnr.data.collate import collate
+
         batch = collate(table, self.config.data, hash_ids=False)
         return self.score(batch.item_ids, batch.scores, batch.history_ids, batch.mask, batch.history_mask)
 
@@ -102,8 +114,10 @@ def _read(directory: str | Path, name: str) -> bytes:
     """The bytes of file ``name`` of an artifact directory: a local path or ``s3://bucket/key``
     (credentials and endpoint from the AWS environment, as for the lake)."""
     location = str(directory).rstrip("/")
-    if not Lake.is_s3_uri(location):
+    if not location.startswith(_S3_PREFIXES):
         return (Path(location) / name).read_bytes()
+    from dnr.storage import Lake
+
     lake = Lake(location)
     try:
         with lake.filesystem().open_input_stream(lake.fs_path(f"{location}/{name}")) as stream:
@@ -154,6 +168,8 @@ def load_artifact(directory: str | Path) -> ServingReranker:
 def max_abs_difference(serving: ServingReranker, reranker: nn.Module, table: pa.Table) -> float:
     """Largest |artifact logit - eager logit| over request_logs rows ``table``: the eager model
     scores the training collate's hashed batch, the artifact the raw ids."""
+    from dnr.data.collate import collate
+
     was_training = reranker.training
     reranker.eval()
     try:

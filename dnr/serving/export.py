@@ -28,16 +28,10 @@ from dnr.config import DataConfig, JobConfig, config_to_dict
 from dnr.models.item_table import to_plain
 from dnr.registry import Registry
 from dnr.serving import hashing
-from dnr.serving.program import INPUT_NAMES, INPUTS, OUTPUT, ServingProgram
+from dnr.serving.artifact_format import (ARTIFACT_FILE, FORMAT, FORMAT_VERSION, INPUT_NAMES, INPUTS,
+                                         MANIFEST_FILE, MAX_BATCH, OUTPUT)
+from dnr.serving.program import ServingProgram
 from dnr.storage import Lake
-
-FORMAT = "dnr-serving"
-FORMAT_VERSION = 1
-"""Bumped whenever the manifest or the program's inputs change meaning; loaders refuse others."""
-ARTIFACT_FILE = "reranker.pt2"
-MANIFEST_FILE = "manifest.json"
-MAX_BATCH = 1 << 20
-"""Upper bound of the dynamic batch dimension (export wants a finite range to reason about)."""
 
 
 def sha256_file(path: str | Path) -> str:

@@ -13,19 +13,7 @@ from torch import nn
 from dnr.config import DataConfig
 from dnr.data.batch import RerankBatch
 from dnr.serving import hashing
-
-INPUT_NAMES = ("item_ids", "mask", "scores", "history_ids", "history_mask")
-"""Positional inputs of the program, in order; their dtypes and shapes are in :data:`INPUTS`."""
-INPUTS = {
-    "item_ids": ("int64", ("B", "L"), "raw candidate item ids, retriever order; 0 at padding"),
-    "mask": ("bool", ("B", "L"), "True for real candidates"),
-    "scores": ("float32", ("B", "L"), "retriever scores in [0, 1]; 0 at padding"),
-    "history_ids": ("int64", ("B", "H"), "raw history item ids, most recent last; 0 at padding"),
-    "history_mask": ("bool", ("B", "H"), "True for real history items"),
-}
-OUTPUT = {"name": "logits", "dtype": "float32", "shape": ["B", "L"],
-          "description": "one ranking score per candidate, higher ranks earlier (PRM: the click "
-                         "logit); PAD_LOGIT where mask is False"}
+from dnr.serving.artifact_format import INPUT_NAMES, INPUTS, OUTPUT  # noqa: F401 (re-exported)
 
 
 class _SymbolicBatch(RerankBatch):
