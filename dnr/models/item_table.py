@@ -34,8 +34,8 @@ try:
 except ImportError as error:  # the one dependency pip cannot resolve for us (pyproject.toml says why)
     raise ImportError(
         f"TorchRec is missing or broken ({error}). Install the pair that matches torch 2.13.0 without "
-        "its CUDA dependency: pip install --no-deps torchrec==1.8.0 fbgemm-gpu-cpu==1.8.0 (CPU), or "
-        "see cluster/Dockerfile (GPU)") from error
+        "its CUDA dependency: pip install -c constraints/cpu.txt --no-deps torchrec fbgemm-gpu-cpu (CPU), "
+        "or the commands at the top of constraints/cuda.txt (GPU)") from error
 
 TABLE = "item"
 """Name of the table in every model (plan, optimizer state and checkpoint keys use it)."""

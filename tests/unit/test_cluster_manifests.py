@@ -285,7 +285,7 @@ def test_the_ray_up_config_is_valid_and_its_spot_gpu_nodes_fit_the_daily_config(
     assert config["available_node_types"][config["head_node_type"]]["resources"] == {"CPU": 0}
     assert config["file_mounts"]["/home/ubuntu/dnr"] == "."  # ray up runs from the repo root
     setup = "\n".join(config["setup_commands"])
-    assert "-e ~/dnr" in setup and "download.pytorch.org/whl/cu" in setup
+    assert '-e "$HOME/dnr[train]"' in setup and "download.pytorch.org/whl/cu" in setup
     starts = config["head_start_ray_commands"] + config["worker_start_ray_commands"]
     assert all("RAY_AUTH_MODE=token" in c for c in starts if "ray start" in c)
 
