@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gc
 
 import pytest
 import torch
@@ -164,6 +165,7 @@ def test_step_runs_unchanged_on_ddp_wrapped_models(tmp_path):
     """World size 1 still builds DDP reducers: a stray gradient or a missed reduction would raise."""
     assert not dist.is_initialized()
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    parts = None
     try:
         parts = _parts()
         parts.reranker = DistributedDataParallel(parts.reranker)
@@ -174,6 +176,10 @@ def test_step_runs_unchanged_on_ddp_wrapped_models(tmp_path):
         assert set(terms) == ALL_KEYS
         assert all(p.grad is not None for p in parts.generator.parameters())
     finally:
+        # the DDP reducers go before their process group: freed after it (when the test's frame
+        # is), a reducer's destructor can wait on gloo for ever (seen once in a full suite run)
+        parts = None
+        gc.collect()
         dist.destroy_process_group()
 
 
