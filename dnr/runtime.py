@@ -80,6 +80,19 @@ def refuse(job: str, error: JobError, verbose: bool = False) -> int:
     return error.code
 
 
+def run_stoppable(job: str, run, args, after_stop: str = "") -> int:
+    """``run(args)`` for a job that may start Ray and hold the lake's lease: a :class:`JobError` is
+    one line and its status (:func:`refuse`); Ctrl-C or SIGTERM says so (then ``after_stop``) and
+    ends the process at once, the embedded Ray's processes with it (:func:`end_interrupted`)."""
+    try:
+        return run(args)
+    except JobError as error:
+        return refuse(job, error, args.verbose)
+    except KeyboardInterrupt as stop:
+        print(f"\n[{job}] interrupted ({interrupted_by(stop)}){after_stop}", file=sys.stderr)
+        end_interrupted(stop)
+
+
 def interrupted_by(stop: KeyboardInterrupt) -> str:
     return "SIGTERM" if isinstance(stop, Terminated) else "Ctrl-C"
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from dnr import runtime
@@ -36,9 +35,7 @@ from dnr.runtime import (
     JobError,
     accept_stop_signals,
     check_lake,
-    end_interrupted,
-    interrupted_by,
-    refuse,
+    run_stoppable,
 )
 from dnr.storage import Lake
 
@@ -67,14 +64,7 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
 
 def main(argv=None, prog: str | None = None) -> int:
     accept_stop_signals()  # first: every thread started later inherits the mask
-    args = parse_args(argv, prog)
-    try:
-        return _run(args)
-    except JobError as error:
-        return refuse("replay", error, args.verbose)
-    except KeyboardInterrupt as stop:
-        print(f"\n[replay] interrupted ({interrupted_by(stop)})", file=sys.stderr)
-        end_interrupted(stop)
+    return run_stoppable("replay", _run, parse_args(argv, prog))
 
 
 def _run(args: argparse.Namespace) -> int:

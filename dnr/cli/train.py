@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import sys
 from pathlib import Path
 
 from dnr import runtime
@@ -46,9 +45,7 @@ from dnr.runtime import (
     accept_stop_signals,
     check_lake,
     embedded_ray,
-    end_interrupted,
-    interrupted_by,
-    refuse,
+    run_stoppable,
 )
 from dnr.storage import Lake
 
@@ -85,16 +82,9 @@ def parse_args(argv=None, prog: str | None = None) -> argparse.Namespace:
 
 def main(argv=None, prog: str | None = None) -> int:
     accept_stop_signals()  # first: every thread started later inherits the mask
-    args = parse_args(argv, prog)
-    try:
-        return _run(args)
-    except JobError as error:
-        return refuse("daily", error, args.verbose)
-    except KeyboardInterrupt as stop:
-        print(f"\n[daily] interrupted ({interrupted_by(stop)}): the lake's lease is released; run the same "
-              "command again to resume (a run stopped in training resumes from its last checkpoint)",
-              file=sys.stderr)
-        end_interrupted(stop)  # at once, with the embedded Ray's processes
+    return run_stoppable("daily", _run, parse_args(argv, prog), after_stop=(
+        ": the lake's lease is released; run the same command again to resume (a run stopped in "
+        "training resumes from its last checkpoint)"))
 
 
 def config_path(given: str | None) -> str | Path | None:
